@@ -110,6 +110,10 @@ def load_audio(
             sr = f.samplerate
             declared = f.frames
             first = int(round((start or 0.0) * sr))
+            if start is not None and first >= declared > 0:
+                raise AudioError(
+                    path, f"segment {start}-{end} s is outside the audio ({declared / sr:.2f} s)"
+                )
             last = -1 if end is None or end < 0 else int(round(end * sr))
             if first > 0:
                 f.seek(first)

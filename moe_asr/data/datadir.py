@@ -281,9 +281,12 @@ def _read_lines(path: Path, problems: list[Problem]) -> list[tuple[int, str, str
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
+    crlf = 0
     for i, bline in enumerate(lines, start=1):
         if bline.endswith(b"\r"):
-            problems.append(Problem(str(path), i, "CRLF line ending", fatal=False))
+            if not crlf:  # once per file, at the first such line
+                problems.append(Problem(str(path), i, "CRLF line ending (Windows)", fatal=False))
+            crlf += 1
             bline = bline[:-1]
         try:
             line = bline.decode("utf-8")

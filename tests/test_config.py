@@ -1,0 +1,61 @@
+import pytest
+import yaml
+
+from moe_asr.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    dump_config,
+    load_config,
+)
+
+
+def test_defaults_roundtrip_through_yaml(tmp_path):
+    cfg = Config()
+    path = tmp_path / "c.yaml"
+    dump_config(cfg, path)
+    assert load_config(path) == cfg
+    # every default is written out
+    data = yaml.safe_load(path.read_text())
+    assert data["model"]["moe"]["num_experts"] == cfg.model.moe.num_experts
+    assert "guidance" in data["model"]["moe"]
+
+
+def test_yaml_values_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  ffn: dense\n  moe:\n    num_experts: 8\ntrain:\n  lr: 1\n")
+    cfg = load_config(path, ["model.moe.top_k=2", "model.moe.guidance.labels=[accent, noise]"])
+    assert cfg.model.ffn == "dense"
+    assert cfg.model.moe.num_experts == 8
+    assert cfg.model.moe.top_k == 2
+    assert cfg.model.moe.guidance.labels == ["accent", "noise"]
+    assert isinstance(cfg.train.lr, float) and cfg.train.lr == 1.0
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  moe:\n    num_expert: 8\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert "num_expert" in msg and "num_experts" in msg and str(path) in msg
+
+
+def test_override_errors():
+    cfg = Config()
+    with pytest.raises(ConfigError, match="valid keys: .*num_experts"):
+        apply_overrides(cfg, ["model.moe.experts=3"])
+    with pytest.raises(ConfigError, match="expected an integer"):
+        apply_overrides(cfg, ["model.moe.num_experts=many"])
+    with pytest.raises(ConfigError, match="expected true/false"):
+        apply_overrides(cfg, ["train.bf16=3"])
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides(cfg, ["model.moe.num_experts"])
+
+
+def test_wrong_type_in_file_names_the_key():
+    with pytest.raises(ConfigError, match="model.num_layers"):
+        config_from_dict({"model": {"num_layers": "six"}})
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        config_from_dict({"model": 3})
