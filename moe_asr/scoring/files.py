@@ -1,0 +1,127 @@
+"""Scoring from files: Kaldi ``text``, ``hyp.txt`` and ``utt2<group>`` tables.
+
+Errors name the file they concern; ``utt2spk`` next to the reference (if present)
+gives the speaker ids of the trn files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moe_asr.data.datadir import read_table
+from moe_asr.scoring.compare import CompareReport, compare
+from moe_asr.scoring.core import ScoreReport, ScoringError, score
+from moe_asr.scoring.normalize import Normalizer, NormalizerError, load_word_map
+
+__all__ = ["parse_group_spec", "read_groups", "make_normalizer", "score_files", "compare_files"]
+
+
+def parse_group_spec(spec: str) -> tuple[str, Path]:
+    """``DIR/utt2accent`` -> ("accent", path); ``name=PATH`` names the group explicitly."""
+    if "=" in spec:
+        name, path = spec.split("=", 1)
+        if name and "/" not in name:
+            return name, Path(path)
+    path = Path(spec)
+    fname = path.name
+    return (fname[4:] if fname.startswith("utt2") and len(fname) > 4 else fname), path
+
+
+def read_groups(specs: list[str]) -> dict[str, dict[str, str]]:
+    """name -> utt -> label for each ``--group`` spec; a repeated name is an error."""
+    groups: dict[str, dict[str, str]] = {}
+    where: dict[str, Path] = {}
+    for spec in specs:
+        name, path = parse_group_spec(spec)
+        if name in groups:
+            raise ScoringError(
+                f"{path}: group name {name!r} is already given by {where[name]}; "
+                f"name one of them explicitly with --group NAME={path}"
+            )
+        groups[name] = read_table(path)
+        where[name] = path
+    return groups
+
+
+def make_normalizer(
+    *, lowercase: bool = True, strip_punct: bool = True, word_map: str | Path | None = None
+) -> Normalizer:
+    """A :class:`Normalizer`, with the word map read from ``word_map`` when given."""
+    table = load_word_map(word_map) if word_map else {}
+    try:
+        return Normalizer(lowercase=lowercase, strip_punct=strip_punct, word_map=table)
+    except NormalizerError as e:
+        raise NormalizerError(f"{word_map}: {e}") from e
+
+
+def _utt2spk_near(ref: Path) -> dict[str, str] | None:
+    f = ref.parent / "utt2spk"
+    return read_table(f) if f.is_file() else None
+
+
+def score_files(
+    ref: str | Path,
+    hyp: str | Path,
+    group_specs: list[str] | None = None,
+    *,
+    cer: bool = False,
+    normalizer: Normalizer | None = None,
+    allow_extra: bool = False,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> ScoreReport:
+    """:func:`score` on files: ``ref`` (Kaldi text), ``hyp`` (``utt words``; words optional)."""
+    ref, hyp = Path(ref), Path(hyp)
+    refs = read_table(ref, allow_empty=True)
+    hyps = read_table(hyp, allow_empty=True)
+    groups = read_groups(list(group_specs or []))
+    try:
+        return score(
+            refs,
+            hyps,
+            groups,
+            cer=cer,
+            normalizer=normalizer,
+            allow_extra=allow_extra,
+            n_boot=n_boot,
+            seed=seed,
+            utt2spk=_utt2spk_near(ref),
+        )
+    except ScoringError as e:
+        raise ScoringError(f"{hyp} vs {ref}: {e}") from e
+
+
+def compare_files(
+    ref: str | Path,
+    hyp_a: str | Path,
+    hyp_b: str | Path,
+    group_specs: list[str] | None = None,
+    *,
+    normalizer: Normalizer | None = None,
+    allow_extra: bool = False,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> CompareReport:
+    """:func:`compare` on files; the systems are named by their hypothesis paths."""
+    ref = Path(ref)
+    refs = read_table(ref, allow_empty=True)
+    hyps = [read_table(Path(h), allow_empty=True) for h in (hyp_a, hyp_b)]
+    groups = read_groups(list(group_specs or []))
+    for h, table in zip((hyp_a, hyp_b), hyps):
+        extra = sorted(set(table) - set(refs))
+        if extra and not allow_extra:
+            raise ScoringError(
+                f"{h}: {len(extra)} hypothesis utterance(s) not in {ref}: "
+                f"{' '.join(extra[:5])}; pass --allow-extra to ignore them"
+            )
+    return compare(
+        refs,
+        hyps[0],
+        hyps[1],
+        groups,
+        normalizer=normalizer,
+        allow_extra=allow_extra,
+        n_boot=n_boot,
+        seed=seed,
+        names=(str(hyp_a), str(hyp_b)),
+    )

@@ -1,0 +1,215 @@
+"""Scoring outputs: Markdown tables, wer.json, sclite trn files, per-utterance alignments."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from moe_asr.scoring.compare import CompareReport, CompareRow
+from moe_asr.scoring.core import UNK_GROUP, GroupScore, ScoreReport, UttScore
+
+__all__ = [
+    "format_markdown",
+    "format_group_markdown",
+    "format_compare_markdown",
+    "format_alignments",
+    "trn_id",
+    "format_trn",
+    "write_outputs",
+    "write_compare_outputs",
+]
+
+_LIST_MAX = 20  # ids shown inline in Markdown notes (JSON lists them all)
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+
+
+def _ci(lo: float, hi: float) -> str:
+    return "-" if math.isnan(lo) else f"[{lo:.2f}, {hi:.2f}]"
+
+
+def _ids(ids: list[str]) -> str:
+    shown = " ".join(ids[:_LIST_MAX])
+    return shown + (f" ... (+{len(ids) - _LIST_MAX} more)" if len(ids) > _LIST_MAX else "")
+
+
+def _header(first: str, cer: bool) -> list[str]:
+    cols = [first, "utts", "words", "WER %", "95% CI", "sub", "del", "ins", "errors"]
+    cols += ["CER %"] if cer else []
+    aligns = [":---"] + ["---:"] * (len(cols) - 1)
+    return ["| " + " | ".join(cols) + " |", "|" + "|".join(aligns) + "|"]
+
+
+def _line(label: str, s: GroupScore, cer: bool) -> str:
+    cells = [label, str(s.utts), str(s.ref_words), _num(s.wer), _ci(s.ci_low, s.ci_high)]
+    cells += [str(s.sub), str(s.del_), str(s.ins), str(s.errors)]
+    cells += [_num(s.cer)] if cer else []
+    return "| " + " | ".join(cells) + " |"
+
+
+def format_group_markdown(report: ScoreReport, name: str) -> str:
+    """The ``WER by <name>`` table with macro average, worst/best group and gap."""
+    lines = [f"## WER by {name}", ""] + _header(name, report.cer)
+    for value, s in report.by_group[name].items():
+        lines.append(_line(value, s, report.cer))
+    lines.append(_line("**all**", report.overall, report.cer))
+    lines.append("")
+    if report.worst[name]:
+        w, b = report.by_group[name][report.worst[name]], report.by_group[name][report.best[name]]
+        lines.append(
+            f"- macro average WER over {name} groups: {_num(report.macro[name])}%"
+            + (f" (`{UNK_GROUP}` excluded)" if UNK_GROUP in report.by_group[name] else "")
+        )
+        lines.append(
+            f"- worst: {report.worst[name]} ({_num(w.wer)}%), best: {report.best[name]} "
+            f"({_num(b.wer)}%), gap: {_num(report.gap[name])} points"
+        )
+    ungrouped = report.ungrouped.get(name, [])
+    if ungrouped:
+        lines.append(
+            f"- {len(ungrouped)} utterance(s) with no {name} label, "
+            f"reported as `{UNK_GROUP}`: {_ids(ungrouped)}"
+        )
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def format_markdown(report: ScoreReport) -> str:
+    """Overall table, one table per group, and notes on missing/extra hypotheses."""
+    lines = ["## WER", ""] + _header("set", report.cer)
+    lines += [_line("all", report.overall, report.cer), ""]
+    if report.missing:
+        lines.append(
+            f"- {len(report.missing)} utterance(s) without a hypothesis, scored as all "
+            f"deletions: {_ids(report.missing)}"
+        )
+    if report.extra:
+        lines.append(
+            f"- {len(report.extra)} hypothesis(es) for utterances not in the reference, "
+            f"ignored: {_ids(report.extra)}"
+        )
+    out = "\n".join(lines).rstrip() + "\n"
+    for name in report.by_group:
+        out += "\n" + format_group_markdown(report, name)
+    return out
+
+
+def trn_id(u: UttScore) -> str:
+    """sclite's ``spk-utt`` id: the speaker (with '-' made '_') then '-' then the utterance."""
+    spk = u.spk.replace("-", "_").replace("(", "_").replace(")", "_")
+    return u.utt if u.utt.startswith(spk + "-") else f"{spk}-{u.utt}"
+
+
+def format_trn(utts: list[UttScore], side: str) -> str:
+    """``words (spk-utt)`` lines of the normalised reference (``side="ref"``) or hypothesis."""
+    assert side in ("ref", "hyp")
+    return "".join(f"{' '.join(getattr(u, side))} ({trn_id(u)})\n" for u in utts)
+
+
+def format_alignments(report: ScoreReport) -> str:
+    """Per-utterance REF/HYP/EVAL blocks like sclite's, most errors first."""
+    out = [
+        "# per-utterance alignments, most errors first; `***` marks an absent word;",
+        "# EVAL: S substitution, D deletion, I insertion",
+        "",
+    ]
+    for u in sorted(report.utterances, key=lambda u: (-u.errors, u.utt)):
+        labels = "".join(f"  {n}: {t[u.utt]}" for n, t in report.groups.items())
+        hits = sum(1 for o in u.ops if o[0] == "C")
+        out.append(f"utt: {u.utt}  spk: {u.spk}{labels}")
+        out.append(f"id: ({trn_id(u)})" + ("  NO HYPOTHESIS (all deletions)" if u.missing else ""))
+        out.append(
+            f"Scores: (#C #S #D #I) {hits} {u.sub} {u.del_} {u.ins}  "
+            f"errors {u.errors} / {len(u.ref)} words"
+        )
+        ref, hyp, ev = [], [], []
+        for op, r, h in u.ops:
+            r, h = r or "***", h or "***"
+            width = max(len(r), len(h))
+            ref.append(r.ljust(width))
+            hyp.append(h.ljust(width))
+            ev.append(("" if op == "C" else op).ljust(width))
+        out += [
+            ("REF:  " + " ".join(ref)).rstrip(),
+            ("HYP:  " + " ".join(hyp)).rstrip(),
+            ("EVAL: " + " ".join(ev)).rstrip(),
+            "",
+        ]
+    return "\n".join(out)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_outputs(report: ScoreReport, outdir: str | Path) -> list[Path]:
+    """Write wer.json, wer_by_<group>.md, ref.trn, hyp.trn, alignments.txt; return the paths.
+
+    Score them with sclite: ``sclite -r ref.trn trn -h hyp.trn trn -i rm -o sum stdout``.
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = [
+        _write(outdir / "wer.json", json.dumps(report.to_json(), indent=2) + "\n"),
+    ]
+    for name in report.by_group:
+        written.append(_write(outdir / f"wer_by_{name}.md", format_group_markdown(report, name)))
+    written.append(_write(outdir / "ref.trn", format_trn(report.utterances, "ref")))
+    written.append(_write(outdir / "hyp.trn", format_trn(report.utterances, "hyp")))
+    written.append(_write(outdir / "alignments.txt", format_alignments(report)))
+    return written
+
+
+def _compare_line(label: str, r: CompareRow) -> str:
+    cells = [label, str(r.utts), str(r.ref_words), _num(r.wer_a), _num(r.wer_b)]
+    cells += [_num(r.delta), _ci(r.ci_low, r.ci_high), _num(r.p_b_not_better, 3)]
+    cells += [_num(r.p_value, 3)]
+    return "| " + " | ".join(cells) + " |"
+
+
+def format_compare_markdown(report: CompareReport) -> str:
+    """Overall and per-group WER of A and B, the delta (B - A), its CI and p-values."""
+    cols = ["set", "utts", "words", "WER A %", "WER B %", "delta", "95% CI of delta"]
+    cols += ["P(B not better)", "p (two-sided)"]
+
+    def table(first: str) -> list[str]:
+        c = [first, *cols[1:]]
+        return ["| " + " | ".join(c) + " |", "|:---|" + "---:|" * (len(c) - 1)]
+
+    lines = [
+        f"## WER: A = {report.name_a}, B = {report.name_b}",
+        "",
+        f"delta = WER B - WER A (negative: B is better); paired bootstrap over utterances, "
+        f"{report.n_boot} resamples, seed {report.seed}.",
+        "",
+        *table("set"),
+        _compare_line("all", report.overall),
+        "",
+    ]
+    for tag, ids in (("A", report.missing_a), ("B", report.missing_b)):
+        if ids:
+            lines.append(
+                f"- system {tag}: {len(ids)} utterance(s) without a hypothesis, scored as all "
+                f"deletions: {_ids(ids)}"
+            )
+    for name, values in report.by_group.items():
+        lines += ["", f"### by {name}", "", *table(name)]
+        lines += [_compare_line(v, r) for v, r in values.items()]
+        if report.ungrouped.get(name):
+            ids = report.ungrouped[name]
+            lines.append("")
+            lines.append(f"- {len(ids)} utterance(s) with no {name} label, in `{UNK_GROUP}`")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_compare_outputs(report: CompareReport, outdir: str | Path) -> list[Path]:
+    """Write compare.json and compare.md into ``outdir``; return the paths."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    return [
+        _write(outdir / "compare.json", json.dumps(report.to_json(), indent=2) + "\n"),
+        _write(outdir / "compare.md", format_compare_markdown(report)),
+    ]
