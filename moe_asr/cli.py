@@ -230,6 +230,440 @@ def _run_average(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_prepare_corpus(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare-corpus",
+        help="turn a real corpus (L2-ARCTIC, VCTK, Common Voice, EdAcc, AESRC2020, "
+        "LibriSpeech) into Kaldi data dirs OUT/{train,dev,test}",
+        description="Reads the corpus's official layout and writes OUT/train, OUT/dev, OUT/test "
+        "(wav.scp with absolute paths, text normalised, utt2spk, spk2utt, utt2accent, "
+        "utt2gender where known). Problems with single items are warnings on stderr; the "
+        "layouts, splits and normalisation are documented in egs/<corpus>/asr1/README.md.",
+    )
+    p.add_argument(
+        "corpus", choices=["l2arctic", "vctk", "commonvoice", "edacc", "aesrc", "librispeech"]
+    )
+    p.add_argument("corpus_dir", help="the corpus as distributed (unpacked)")
+    p.add_argument("out_dir", help="data root; one data dir per split is written below it")
+    p.add_argument("--overwrite", action="store_true", help="replace split dirs not ours")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="first fetch the corpus into CORPUS_DIR (LibriSpeech, VCTK, EdAcc only; the URLs "
+        "are printed before downloading)",
+    )
+    p.add_argument("--seed", type=int, help="speaker split seed (vctk, aesrc, edacc)")
+    p.add_argument("--dev-per-accent", type=int, help="dev speakers per accent (vctk, aesrc)")
+    p.add_argument("--test-per-accent", type=int, help="test speakers per accent (vctk, aesrc)")
+    p.add_argument("--mic", choices=["mic1", "mic2"], help="VCTK 0.92 microphone")
+    p.add_argument("--dev-fraction", type=float, help="EdAcc dev conversations moved to dev")
+    p.add_argument(
+        "--train-subsets", help="LibriSpeech training subsets, comma-separated (default: all found)"
+    )
+    p.set_defaults(func=_run_prepare_corpus)
+
+
+def _run_prepare_corpus(args: argparse.Namespace) -> int:
+    import inspect
+    import logging
+
+    from moe_asr.corpora import PREPARERS
+    from moe_asr.corpora.common import CorpusError
+    from moe_asr.corpora.download import download_corpus
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    prepare = PREPARERS[args.corpus]
+    subsets = tuple(s for s in (args.train_subsets or "").split(",") if s) or None
+    options = {
+        "seed": args.seed,
+        "dev_per_accent": args.dev_per_accent,
+        "test_per_accent": args.test_per_accent,
+        "mic": args.mic,
+        "dev_fraction": args.dev_fraction,
+        "train_subsets": subsets,
+    }
+    accepted = inspect.signature(prepare).parameters
+    kwargs = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name not in accepted:
+            flag = "--" + name.replace("_", "-")
+            raise CorpusError(f"{flag} does not apply to {args.corpus}")
+        kwargs[name] = value
+    if args.download:
+        download_corpus(args.corpus, args.corpus_dir, train_subsets=subsets)
+    result = prepare(args.corpus_dir, args.out_dir, overwrite=args.overwrite, **kwargs)
+    for split, path in result.splits.items():
+        print(f"{path}: {result.counts[split]} utterances")
+    if result.warnings:
+        print(f"{len(result.warnings)} warning(s), listed above", file=sys.stderr)
+    return 0
+
+
+def _add_compute_cmvn(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compute-cmvn",
+        help="global fbank mean/variance of a data dir -> JSON (count, mean, var, std)",
+        description="Computes Kaldi fbank for every utterance (features from --config's "
+        "data.features) and accumulates per-dimension statistics in float64. Unreadable audio "
+        "is skipped with a warning naming the utterance and path, and listed in the JSON.",
+    )
+    p.add_argument("data_dir")
+    p.add_argument("out", help="output JSON file")
+    p.add_argument("--config", default=None, help="YAML experiment config (data.features)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--num-workers", type=int, default=0, help="feature worker processes")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.set_defaults(func=_run_compute_cmvn)
+
+
+def _run_compute_cmvn(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from moe_asr.config import load_config
+    from moe_asr.data.features import CmvnError, compute_cmvn
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise CmvnError(f"{out}: already exists; pass --overwrite to replace it")
+    cfg = load_config(args.config, args.overrides)
+    cmvn = compute_cmvn(args.data_dir, cfg.data.features, num_workers=args.num_workers)
+    cmvn.save(out)
+    print(
+        f"{out}: {cmvn.num_utts} utterances, {cmvn.count} frames, dim {cmvn.mean.numel()}"
+        + (f"; {len(cmvn.skipped)} skipped (unreadable audio)" if cmvn.skipped else "")
+    )
+    return 0
+
+
+def _add_train_tokenizer(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-tokenizer",
+        help="train a char / bpe / unigram tokenizer on a data dir's text",
+        description="Trains on the transcripts as they are (no normalisation), deterministically. "
+        "Ids: blank=0, unk=1, <sos/eos>=last. Writes OUT/tokenizer.json (complete), "
+        "OUT/tokens.txt and, for bpe/unigram, OUT/tokenizer.model (sentencepiece).",
+    )
+    p.add_argument("--data", required=True, help="a Kaldi `text` file (or a data dir)")
+    p.add_argument("--type", choices=["char", "bpe", "unigram"], default="char")
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        default=256,
+        help="total ids incl. blank, unk, <sos/eos> (bpe/unigram; may come out smaller "
+        "on a small text)",
+    )
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace a tokenizer in OUT")
+    p.set_defaults(func=_run_train_tokenizer)
+
+
+def _run_train_tokenizer(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from moe_asr.config import TokenizerConfig
+    from moe_asr.data.tokenizer import TokenizerError, read_transcripts, train_tokenizer
+
+    out = Path(args.out)
+    if (out / "tokenizer.json").exists() and not args.overwrite:
+        raise TokenizerError(f"{out}: holds a tokenizer already; pass --overwrite to replace it")
+    texts = read_transcripts(args.data)
+    tok = train_tokenizer(texts, TokenizerConfig(type=args.type, vocab_size=args.vocab_size))
+    tok.save(out)
+    note = ""
+    if args.type != "char" and tok.vocab_size < args.vocab_size:
+        note = f" (asked for {args.vocab_size}: the text supports no more)"
+    print(f"{out}: {args.type} tokenizer, {tok.vocab_size} ids{note}, from {len(texts)} lines")
+    return 0
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "synth",
+        help="synthesize an accented, noisy English data dir with espeak-ng",
+        description="Writes OUT/wav/*.wav (16 kHz, 16-bit) and a Kaldi data dir (wav.scp text "
+        "utt2spk spk2utt utt2accent utt2noise utt2snr utt2dur). Speakers and sentences are split "
+        "into train/dev/test by a fixed hash, so --split builds never overlap; the same --seed "
+        "gives byte-identical files for any --nj.",
+    )
+    p.add_argument("out", nargs="?", help="output data dir (not needed with --list-accents)")
+    p.add_argument("--num-utts", type=int, default=1000)
+    p.add_argument("--split", default="train", choices=["train", "dev", "test"])
+    p.add_argument(
+        "--accents", default=None, help="comma-separated accents (default: all that pass)"
+    )
+    p.add_argument(
+        "--noise", default="clean,white,pink,babble", help="clean,white,pink,brown,babble"
+    )
+    p.add_argument("--snrs", default="5,10,20", help="SNRs in dB for the noisy conditions")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nj", type=int, default=1, help="worker processes")
+    p.add_argument("--utts-per-speaker", type=int, default=10)
+    p.add_argument("--wav-dir", default=None, help="where audio goes (default OUT/wav)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing data dir")
+    p.add_argument("--list-accents", action="store_true", help="show the voice checks and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_synth)
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from moe_asr.errors import UserError
+    from moe_asr.synth.corpus import SynthConfig, build_corpus, select_accents
+    from moe_asr.synth.espeak import EspeakServer
+    from moe_asr.synth.noise import parse_noise_list, parse_snr_list
+
+    if args.list_accents:
+        with EspeakServer() as server:
+            _, checks = select_accents(server, None)
+        for c in checks:
+            print(c)
+        return 0
+    if not args.out:
+        raise UserError("give the output directory OUT (or --list-accents)")
+    accents = None
+    if args.accents:
+        accents = tuple(a.strip() for a in args.accents.split(",") if a.strip())
+    config = SynthConfig(
+        num_utts=args.num_utts,
+        split=args.split,
+        accents=accents,
+        noise=tuple(parse_noise_list(args.noise)),
+        snrs=tuple(parse_snr_list(args.snrs)),
+        seed=args.seed,
+        utts_per_speaker=args.utts_per_speaker,
+    )
+    report = build_corpus(
+        args.out,
+        config,
+        nj=args.nj,
+        wav_dir=args.wav_dir,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    for utt, why in sorted(report.failed.items()):
+        print(f"failed {utt}: {why}", file=sys.stderr)
+    print(
+        f"{report.out_dir}: {report.utts} utterances, {report.audio_seconds / 3600:.2f} h of audio "
+        f"in {report.seconds:.1f} s with {report.nj} process(es) "
+        f"({report.utts_per_second / report.nj:.1f} utt/s per process)"
+        + (f"; {len(report.failed)} failed (see synth_failures)" if report.failed else "")
+    )
+    return 0
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info",
+        help="parameter counts of a model config: total and active per frame, per component",
+        description="Build the model of CONFIG (with --set overrides) and print total "
+        "parameters and parameters active per frame (MoE: only the top-k experts count) per "
+        "component. Guidance labels get --label-values values each.",
+    )
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--vocab-size", type=int, default=None, help="default: tokenizer.vocab_size of CONFIG"
+    )
+    p.add_argument("--label-values", type=int, default=8, help="values per guidance label")
+    p.set_defaults(func=_run_info)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from moe_asr.config import load_config
+    from moe_asr.data.labels import UNK_LABEL, LabelVocab
+    from moe_asr.model import build_model, parameter_summary
+
+    cfg = load_config(args.config, args.set)
+    vocab_size = args.vocab_size or cfg.tokenizer.vocab_size
+    names = cfg.model.moe.guidance.labels
+    vocab = LabelVocab(
+        {n: [UNK_LABEL, *(f"v{i}" for i in range(args.label_values))] for n in names}
+    )
+    model = build_model(cfg.model, vocab_size, vocab if names else None)
+    m = cfg.model
+    print(
+        f"{args.config}: ffn={m.ffn} d_model={m.d_model} layers={m.num_layers} "
+        f"experts={m.moe.num_experts} top_k={m.moe.top_k} moe_layers={model.moe_layers or '-'} "
+        f"vocab_size={vocab_size}"
+    )
+    print(f"{'component':<22} {'total':>12} {'active/frame':>13}")
+    for row in parameter_summary(model):
+        print(f"{row.component:<22} {row.total:>12,} {row.active:>13,}")
+    return 0
+
+
+def _decode_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by `decode` and `transcribe` (defaults: the package's decode config)."""
+    p.add_argument(
+        "--mode",
+        default=None,
+        choices=["ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescoring"],
+    )
+    p.add_argument("--beam", type=int, default=None)
+    p.add_argument("--nbest", type=int, default=None, help="hypotheses kept per utterance")
+    p.add_argument(
+        "--ctc-weight", type=float, default=None, help="attention and rescoring modes, in [0, 1]"
+    )
+    p.add_argument("--lm", default=None, help="KenLM model (ARPA or binary) over decoder tokens")
+    p.add_argument("--lm-weight", type=float, default=None)
+    p.add_argument("--word-score", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--accent", default=None, help="force label-guided routing with this accent")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
+
+
+def _decode_setup(args: argparse.Namespace):
+    """(package, DecodeConfig, RoutingOptions | None) from the shared decode options."""
+    import dataclasses
+
+    import torch
+
+    from moe_asr.package import load_package
+
+    torch.set_flush_denormal(True)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    package = load_package(args.model)
+    cfg = package.config.decode
+    given = {
+        "mode": args.mode,
+        "beam": args.beam,
+        "nbest": args.nbest,
+        "ctc_weight": args.ctc_weight,
+        "lm_path": args.lm,
+        "lm_weight": args.lm_weight,
+        "word_score": args.word_score,
+        "batch_size": args.batch_size,
+    }
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
+    from moe_asr.decode.search import accent_routing
+
+    return package, cfg, accent_routing(package, args.accent)
+
+
+def _add_decode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "decode",
+        help="decode a data dir: OUT/hyp.txt, nbest.txt, errors.txt, decode.json (with RTF)",
+        description="Decode every utterance of a Kaldi data dir. An utterance that fails is "
+        "listed in OUT/errors.txt and the others are decoded; exit 1 only if none could be.",
+    )
+    p.add_argument("--model", required=True, help="EXP/model.pt")
+    p.add_argument("--data", required=True, help="Kaldi data dir")
+    p.add_argument("--out", required=True, help="output dir")
+    _decode_arguments(p)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_decode)
+
+
+def _run_decode(args: argparse.Namespace) -> int:
+    from moe_asr.decode.batch import decode_datadir
+
+    package, cfg, routing = _decode_setup(args)
+    s = decode_datadir(
+        package, args.data, args.out, cfg, routing=routing, progress=not args.no_progress
+    )
+    print(
+        f"{args.out}: decoded {s.num_decoded}/{s.num_utts} utterances ({s.mode}), "
+        f"{s.audio_seconds:.1f} s of audio in {s.decode_seconds:.1f} s, RTF {s.rtf:.4f}"
+    )
+    if s.num_errors:
+        print(f"{s.num_errors} utterance(s) failed; see {args.out}/errors.txt", file=sys.stderr)
+    return 1 if s.num_utts and not s.num_decoded else 0
+
+
+def _add_transcribe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "transcribe",
+        help="transcribe audio files or dirs: path<TAB>text, or JSON lines with --json",
+        description="Any format soundfile reads, any sample rate and channel count; files "
+        "longer than decode.window_seconds (30 s) are cut into windows and stitched. --json "
+        "prints one JSON object per file: text, confidence, word timestamps, predicted accent "
+        "with probabilities (models with a label head), decode time. A bad file is reported on "
+        "stderr (and in the JSON) and the others are transcribed; exit 2 if any failed.",
+    )
+    p.add_argument("model", help="EXP/model.pt")
+    p.add_argument("inputs", nargs="*", help="audio files or directories (searched recursively)")
+    p.add_argument("--list", default=None, help="file with one audio path per line")
+    p.add_argument("--json", action="store_true", help="JSON lines with details per file")
+    p.add_argument("--no-timestamps", action="store_true", help="skip word alignment")
+    p.add_argument("--window-seconds", type=float, default=None)
+    _decode_arguments(p)
+    p.set_defaults(func=_run_transcribe)
+
+
+def _run_transcribe(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from moe_asr.decode.transcribe import Transcriber, collect_inputs
+
+    paths = collect_inputs(args.inputs, args.list)
+    package, cfg, _ = _decode_setup(args)
+    if args.window_seconds is not None:
+        cfg = dataclasses.replace(cfg, window_seconds=args.window_seconds)
+    transcriber = Transcriber(
+        package,
+        cfg,
+        accent=args.accent,
+        timestamps=args.json and not args.no_timestamps,
+    )
+    failed = 0
+    for result in transcriber.transcribe_many(paths):
+        if result.error is not None:
+            failed += 1
+            print(f"moe-asr transcribe: {result.error}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
+        elif result.error is None:
+            print(f"{result.path}\t{result.text}", flush=True)
+    if failed:
+        print(f"{failed} of {len(paths)} file(s) failed", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export encoder + CTC head to ONNX or TorchScript (optionally int8), checked",
+        description="Writes the exported model and OUT.json (tokens, features, frame duration). "
+        "The export is run on a check input and compared with PyTorch.",
+    )
+    p.add_argument("--model", required=True, help="EXP/model.pt")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization of linears")
+    p.add_argument(
+        "--out", default=None, help="default: next to the model, e.g. EXP/model.int8.onnx"
+    )
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from moe_asr.export import export_model
+    from moe_asr.package import load_package
+
+    torch.set_flush_denormal(True)
+    model = Path(args.model)
+    suffix = (".int8" if args.int8 else "") + (".onnx" if args.format == "onnx" else ".ts")
+    out = Path(args.out) if args.out else model.with_name(model.stem + suffix)
+    r = export_model(
+        load_package(model), out, format=args.format, int8=args.int8, overwrite=args.overwrite
+    )
+    print(
+        f"{r.path}: {r.format}{' int8' if r.int8 else ''}, {r.size_bytes / 1e6:.2f} MB, "
+        f"max |diff| vs PyTorch {r.max_abs_diff:.2e}; metadata in {r.path}.json"
+    )
+    return 0
+
+
 # name -> adder; order is the order in --help
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_validate_data,
@@ -237,6 +671,14 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_score,
     _add_train,
     _add_average,
+    _add_prepare_corpus,
+    _add_compute_cmvn,
+    _add_train_tokenizer,
+    _add_synth,
+    _add_info,
+    _add_decode,
+    _add_transcribe,
+    _add_export,
 ]
 
 

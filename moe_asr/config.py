@@ -97,6 +97,7 @@ class ModelConfig:
     dropout: float = 0.1
     subsampling: int = 4  # 4 | 6 | 8
     subsampling_channels: int = 32
+    max_rel_pos: int = 64  # relative-position bias clipped at +-this many frames (after subsampling)
     ffn: str = "moe"  # dense | moe
     moe: MoEConfig = field(default_factory=MoEConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
@@ -124,6 +125,7 @@ class AugmentConfig:
     freq_mask_width: int = 27
     time_masks: int = 2
     time_mask_width: int = 40
+    time_mask_max_ratio: float = 0.2  # a time mask covers at most this share of frames
 
 
 @dataclass(kw_only=True)
@@ -156,6 +158,7 @@ class TrainConfig:
     accum_grad: int = 1
     bf16: bool = False
     log_interval: int = 10
+    save_every_steps: int = 0  # also write last.pt every N optimizer steps (0 = epoch ends only)
     keep_best: int = 5
     patience: int = 0  # epochs without dev improvement before stopping; 0 = off
     max_bad_steps: int = 20  # consecutive NaN/inf losses before training stops
@@ -171,6 +174,8 @@ class DecodeConfig:
     lm_weight: float = 0.5
     word_score: float = 0.0
     batch_size: int = 16
+    nbest: int = 5  # hypotheses written to nbest.txt; attention_rescoring rescores `beam` of them
+    window_seconds: float = 30.0  # transcribe: longer files are cut into windows and stitched
 
 
 @dataclass(kw_only=True)

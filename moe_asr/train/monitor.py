@@ -1,0 +1,111 @@
+"""Training logs: TensorBoard scalars, a plain ``train.log``, and a tqdm progress bar.
+
+Per step: every loss term, learning rate, gradient norm, and for each MoE layer the
+expert load (share of real frames whose top-1 choice is each expert) and the mean
+router entropy. Only rank 0 writes (``enabled=False`` elsewhere).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+__all__ = ["TrainLogger", "routing_summary"]
+
+_LOSS_TERMS = ("loss", "ctc", "att", "moe_balance", "z_loss", "diversity", "label_loss")
+
+
+@torch.no_grad()
+def routing_summary(router_stats: list) -> list[dict]:
+    """Per MoE layer: {'layer', 'load': [E] top-1 share over real frames, 'entropy'}."""
+    out = []
+    for rs in router_stats:
+        mask = rs.mask.reshape(-1)
+        top1 = rs.topk_idx[..., 0].reshape(-1)[mask]
+        probs = rs.probs.reshape(-1, rs.probs.shape[-1])[mask].float()
+        e = probs.shape[-1]
+        load = torch.bincount(top1, minlength=e).float() / max(1, top1.numel())
+        entropy = -(probs * probs.clamp_min(1e-9).log()).sum(-1).mean()
+        out.append({"layer": rs.layer, "load": load.tolist(), "entropy": float(entropy)})
+    return out
+
+
+class TrainLogger:
+    def __init__(self, exp_dir: Path, *, enabled: bool = True):
+        self.enabled = enabled
+        self._log = logging.getLogger("moe_asr.train")
+        self._log.setLevel(logging.INFO)
+        self._handlers: list[logging.Handler] = []
+        self._tb = None
+        if not enabled:
+            return
+        fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+        for h in (logging.FileHandler(exp_dir / "train.log"), logging.StreamHandler(sys.stderr)):
+            h.setFormatter(fmt)
+            self._log.addHandler(h)
+            self._handlers.append(h)
+        self._log.propagate = False
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._tb = SummaryWriter(str(exp_dir / "tensorboard"))
+
+    def info(self, msg: str) -> None:
+        if self.enabled:
+            self._log.info(msg)
+
+    def warning(self, msg: str) -> None:
+        if self.enabled:
+            self._log.warning(msg)
+
+    def progress(self, total: int, *, initial: int = 0, desc: str = "") -> tqdm:
+        return tqdm(
+            total=total,
+            initial=initial,
+            desc=desc,
+            disable=not self.enabled,
+            dynamic_ncols=True,
+            leave=False,
+            file=sys.stderr,
+        )
+
+    def log_step(self, step: int, out, lr: float, grad_norm: float) -> None:
+        if not self.enabled:
+            return
+        terms = {k: float(getattr(out, k).detach()) for k in _LOSS_TERMS}
+        for k, v in terms.items():
+            self._tb.add_scalar(f"train/{k}", v, step)
+        self._tb.add_scalar("train/lr", lr, step)
+        self._tb.add_scalar("train/grad_norm", grad_norm, step)
+        parts = [f"step {step}", *(f"{k} {v:.4f}" for k, v in terms.items() if v), f"lr {lr:.2e}"]
+        parts.append(f"grad_norm {grad_norm:.2f}")
+        for layer in routing_summary(out.router_stats):
+            i = layer["layer"]
+            self._tb.add_scalar(f"moe/layer{i}/entropy", layer["entropy"], step)
+            for e, share in enumerate(layer["load"]):
+                self._tb.add_scalar(f"moe/layer{i}/load_expert{e}", share, step)
+            loads = " ".join(f"{x:.2f}" for x in layer["load"])
+            parts.append(f"L{i} load [{loads}] H {layer['entropy']:.2f}")
+        self._log.info("; ".join(parts))
+
+    def log_epoch(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        for k, v in record.items():
+            if k.startswith(("dev_", "train_")) and isinstance(v, float):
+                self._tb.add_scalar(f"epoch/{k}", v, record["epoch"])
+        self._log.info(
+            "; ".join(
+                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
+            )
+        )
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        for h in self._handlers:
+            self._log.removeHandler(h)
+            h.close()

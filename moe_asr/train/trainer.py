@@ -1,0 +1,415 @@
+"""The training loop: AdamW + warmup schedule, accumulation, clipping, bf16, logging,
+per-epoch dev loss/CER, atomic checkpoints with exact resume, early stopping, a
+wall-clock budget, NaN/inf skipping, and DDP under torchrun (gloo on CPU, nccl on GPU).
+
+Files (rank 0 only): ``EXP/config.yaml``, ``EXP/train.log``, ``EXP/tensorboard/``,
+``EXP/checkpoints/{epoch-N.pt,last.pt}``, ``EXP/checkpoints/history.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from moe_asr.config import Config, dump_config
+from moe_asr.errors import UserError
+from moe_asr.train.checkpoint import (
+    atomic_save,
+    list_epoch_checkpoints,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
+from moe_asr.train.monitor import TrainLogger
+from moe_asr.train.schedule import build_optimizer, build_scheduler
+
+__all__ = ["TrainError", "TrainSetup", "TrainResult", "train"]
+
+log = logging.getLogger("moe_asr.train")
+
+
+class TrainError(UserError):
+    """Training cannot start or cannot go on (bad setup, too many NaN losses, ...)."""
+
+
+@dataclass(kw_only=True)
+class TrainSetup:
+    config: Config
+    train_data: Path
+    dev_data: Path
+    tokenizer_dir: Path
+    exp_dir: Path
+    cmvn_path: Path | None = None
+    resume: bool = False
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs_completed: int
+    stopped_because: str
+    history: list[dict] = field(default_factory=list)  # one dict per finished epoch
+    skipped_batches: int = 0
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def _init_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device, backend = torch.device("cuda", local_rank), "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _all_true(flag: bool, device: torch.device) -> bool:
+    """True on every rank only if ``flag`` is true on every rank (DDP must skip together)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def _param_checksum(model: torch.nn.Module) -> float:
+    return float(sum(p.detach().double().sum().item() for p in model.parameters()))
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def _prepare_exp_dir(setup: TrainSetup, rank: int) -> Path:
+    ckpt_dir = setup.exp_dir / "checkpoints"
+    last = ckpt_dir / "last.pt"
+    if last.exists() and not setup.resume:
+        raise TrainError(
+            f"{setup.exp_dir}: holds checkpoints from an earlier run; pass --resume to continue "
+            "it, or choose another --exp (nothing is overwritten)"
+        )
+    if rank == 0:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        cfg_path = setup.exp_dir / "config.yaml"
+        new = dump_config(setup.config)
+        if setup.resume and cfg_path.exists() and cfg_path.read_text() != new:
+            raise TrainError(
+                f"{cfg_path}: the resumed run had a different config; resume with the same "
+                "config and --set options, or start a new --exp"
+            )
+        cfg_path.write_text(new, encoding="utf-8")
+    return ckpt_dir
+
+
+def _build(setup: TrainSetup, rank: int, world: int, device: torch.device):
+    from moe_asr.data.datadir import load_datadir
+    from moe_asr.data.dataset import AsrDataset, make_loader, make_sampler
+    from moe_asr.data.features import Cmvn
+    from moe_asr.data.labels import LabelVocab
+    from moe_asr.data.tokenizer import Tokenizer
+    from moe_asr.model import build_model
+
+    cfg = setup.config
+    tokenizer = Tokenizer.load(setup.tokenizer_dir)
+    train_dd = load_datadir(setup.train_data)
+    guide = cfg.model.moe.guidance.labels if cfg.model.ffn == "moe" else []
+    label_vocab = LabelVocab.from_tables(train_dd.groups, guide) if guide else None
+    seed = cfg.train.seed
+    train_ds = AsrDataset(train_dd, tokenizer, label_vocab, cfg.data, train=True, seed=seed)
+    dev_ds = AsrDataset(setup.dev_data, tokenizer, label_vocab, cfg.data, train=False, seed=seed)
+    sampler = make_sampler(train_ds, shuffle=True, seed=seed, rank=rank, world_size=world)
+    dev_sampler = make_sampler(dev_ds, shuffle=False, seed=seed, rank=rank, world_size=world)
+    train_loader = make_loader(train_ds, sampler, cfg.data.num_workers)
+    dev_loader = make_loader(dev_ds, dev_sampler, cfg.data.num_workers)
+    model = build_model(cfg.model, tokenizer.vocab_size, label_vocab)
+    if setup.cmvn_path is not None:
+        cmvn = Cmvn.load(setup.cmvn_path)
+        model.set_cmvn(torch.as_tensor(cmvn.mean), torch.as_tensor(cmvn.std))
+    model.to(device)
+    return tokenizer, label_vocab, train_ds, sampler, train_loader, dev_loader, model
+
+
+# ----------------------------------------------------------------------------- loop
+
+
+def train(setup: TrainSetup) -> TrainResult:
+    """Train per ``setup``; returns a summary. Raises TrainError for a bad setup."""
+    cfg = setup.config
+    tcfg = cfg.train
+    if tcfg.num_threads > 0:
+        torch.set_num_threads(tcfg.num_threads)
+    torch.set_flush_denormal(True)
+    rank, world, device = _init_distributed()
+    ckpt_dir = _prepare_exp_dir(setup, rank)
+    torch.manual_seed(tcfg.seed)
+    import random
+
+    import numpy as np
+
+    random.seed(tcfg.seed)
+    np.random.seed(tcfg.seed)
+
+    tokenizer, label_vocab, train_ds, sampler, loader, dev_loader, model = _build(
+        setup, rank, world, device
+    )
+    if rank == 0:
+        # the exp dir is self-contained: `moe-asr average` packages from it alone
+        tokenizer.save(setup.exp_dir / "tokenizer")
+        vocab = label_vocab.to_dict() if label_vocab is not None else {}
+        (setup.exp_dir / "label_vocab.json").write_text(json.dumps(vocab, indent=1))
+    ddp_model: torch.nn.Module = model
+    if world > 1:
+        # an expert may get no frames on a rank: DDP must tolerate unused parameters
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, find_unused_parameters=cfg.model.ffn == "moe"
+        )
+    optimizer = build_optimizer(model, tcfg)
+    steps_per_epoch = max(1, math.ceil(len(sampler) / max(1, tcfg.accum_grad)))
+    total_steps = tcfg.max_steps or steps_per_epoch * tcfg.max_epochs
+    scheduler = build_scheduler(optimizer, tcfg, total_steps)
+
+    state = {"epoch": 0, "batches_done": 0, "step": 0, "history": [], "bad_total": 0}
+    last_path = ckpt_dir / "last.pt"
+    if setup.resume:
+        if not last_path.exists():
+            raise TrainError(f"{last_path}: nothing to resume (no last.pt); drop --resume")
+        ck = load_checkpoint(last_path, map_location=device)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        set_rng_state(ck["rng"])
+        state.update(ck["state"])
+        sampler.load_state_dict(ck["sampler"])
+
+    logger = TrainLogger(setup.exp_dir, enabled=rank == 0)
+    logger.info(
+        f"params {sum(p.numel() for p in model.parameters()):,}; train utts {len(train_ds)}; "
+        f"{len(sampler)} batches/epoch on each of {world} rank(s); threads "
+        f"{torch.get_num_threads()}; device {device}"
+        + (
+            f"; resumed at epoch {state['epoch']} batch {state['batches_done']}"
+            if setup.resume
+            else ""
+        )
+    )
+
+    def save(path: Path) -> None:
+        if rank != 0:
+            return
+        atomic_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+                "state": dict(state),
+                "sampler": sampler.state_dict(),
+                "config_yaml": dump_config(cfg),
+            },
+            path,
+        )
+
+    started = time.monotonic()
+    stopped = ""
+    bad_run = 0
+    accum = max(1, tcfg.accum_grad)
+    while not stopped and state["epoch"] < tcfg.max_epochs:
+        epoch = state["epoch"]
+        sampler.set_epoch(epoch)  # keeps a loaded mid-epoch resume point of this epoch
+        # the loader draws worker seeds at iterator creation: from its own generator, so
+        # that a mid-epoch resume leaves the global RNG stream exactly as an unbroken run
+        loader.generator = torch.Generator().manual_seed(tcfg.seed * 100_003 + epoch)
+        ddp_model.train()
+        micro = 0
+        totals: dict[str, float] = {}
+        n_batches = 0
+        bar = logger.progress(len(sampler), initial=state["batches_done"], desc=f"epoch {epoch}")
+        for batch in loader:
+            state["batches_done"] += 1
+            bar.update(1)
+            if not _all_true(len(batch) > 0, device):
+                continue  # all utterances of a batch had unreadable audio (logged); DDP skips together
+            batch = batch.to(device)
+            sync = micro + 1 == accum
+            # gradients are all-reduced only on the last micro-batch of an accumulation
+            ctx = ddp_model.no_sync() if (world > 1 and not sync) else contextlib.nullcontext()
+            with ctx:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.bf16):
+                    out = ddp_model(
+                        batch.feats, batch.feat_lens, batch.tokens, batch.token_lens, batch.labels
+                    )
+                finite = _all_true(bool(torch.isfinite(out.loss).item()), device)
+                if finite:
+                    (out.loss / accum).backward()
+            if not finite:
+                bad_run += 1
+                state["bad_total"] += 1
+                optimizer.zero_grad(set_to_none=True)
+                micro = 0
+                logger.warning(
+                    f"epoch {epoch} batch {state['batches_done']}: non-finite loss, batch "
+                    f"skipped ({bad_run} in a row; utts {' '.join(batch.utt_ids[:3])} ...)"
+                )
+                if bad_run >= tcfg.max_bad_steps:
+                    raise TrainError(
+                        f"{bad_run} non-finite losses in a row at step {state['step']}: training "
+                        f"stopped; the last good checkpoint is {last_path}. Lower train.lr, "
+                        "check the data, or enable train.grad_clip"
+                    )
+                continue
+            bad_run = 0
+            micro += 1
+            n_batches += 1
+            for k in ("loss", "ctc", "att", "moe_balance", "z_loss", "diversity", "label_loss"):
+                totals[k] = totals.get(k, 0.0) + float(getattr(out, k).detach())
+            if micro < accum:
+                continue
+            micro = 0
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), tcfg.grad_clip if tcfg.grad_clip > 0 else float("inf")
+            )
+            if not _all_true(bool(torch.isfinite(grad_norm).item()), device):
+                state["bad_total"] += 1
+                optimizer.zero_grad(set_to_none=True)
+                logger.warning(f"step {state['step']}: non-finite gradient norm, update skipped")
+                continue
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            if state["step"] % tcfg.log_interval == 0 or state["step"] == 1:
+                logger.log_step(state["step"], out, scheduler.get_last_lr()[0], float(grad_norm))
+            bar.set_postfix(loss=f"{float(out.loss):.3f}")
+            if tcfg.save_every_steps and state["step"] % tcfg.save_every_steps == 0:
+                save(last_path)
+            if tcfg.max_steps and state["step"] >= tcfg.max_steps:
+                stopped = f"reached train.max_steps={tcfg.max_steps}"
+                break
+            if tcfg.max_minutes and (time.monotonic() - started) / 60 >= tcfg.max_minutes:
+                stopped = f"reached the wall-clock budget of {tcfg.max_minutes} minutes"
+                break
+        bar.close()
+        skipped = getattr(train_ds, "pop_skipped", lambda: [])()
+        if skipped:
+            logger.warning(
+                f"epoch {epoch}: {len(skipped)} utterance(s) skipped for unreadable audio: "
+                + ", ".join(skipped[:10])
+                + (" ..." if len(skipped) > 10 else "")
+            )
+        if stopped and state["batches_done"] < len(sampler):
+            save(last_path)  # mid-epoch: resume continues from this batch
+            break
+        # epoch finished
+        dev = _evaluate(model, dev_loader, tokenizer, device, tcfg.bf16)
+        dev = _mean_over_ranks(dev, device)
+        record = {
+            "epoch": epoch,
+            "step": state["step"],
+            "train_" + "loss": totals.get("loss", 0.0) / max(1, n_batches),
+            **{f"dev_{k}": v for k, v in dev.items()},
+            "skipped_utts": len(skipped),
+            "minutes": (time.monotonic() - started) / 60,
+        }
+        state["history"].append(record)
+        logger.log_epoch(record)
+        state["epoch"] += 1
+        state["batches_done"] = 0
+        save(ckpt_dir / f"epoch-{epoch}.pt")
+        save(last_path)
+        if rank == 0:
+            _keep_best(ckpt_dir, state["history"], tcfg.keep_best)
+        if tcfg.patience and _no_improvement(state["history"], tcfg.patience):
+            stopped = f"early stopping: dev loss did not improve for {tcfg.patience} epochs"
+    if not stopped:
+        stopped = f"finished {tcfg.max_epochs} epochs"
+    if world > 1:
+        sums = [0.0] * world
+        dist.all_gather_object(sums, _param_checksum(model))
+        logger.info(f"parameter checksums per rank: {sums}")
+        if rank == 0:
+            (setup.exp_dir / "ddp_check.json").write_text(json.dumps({"checksums": sums}))
+    logger.info(f"stopped: {stopped}; steps {state['step']}; skipped batches {state['bad_total']}")
+    logger.close()
+    return TrainResult(
+        steps=state["step"],
+        epochs_completed=state["epoch"],
+        stopped_because=stopped,
+        history=list(state["history"]),
+        skipped_batches=state["bad_total"],
+    )
+
+
+@torch.no_grad()
+def _evaluate(model, loader, tokenizer, device, bf16: bool) -> dict[str, float]:
+    """Dev loss (mean over batches) and CER of greedy CTC decoding."""
+    import jiwer
+
+    from moe_asr.decode.ctc import ctc_greedy
+
+    model.eval()
+    loss_sum, n = 0.0, 0
+    refs, hyps = [], []
+    for batch in loader:
+        if len(batch) == 0:
+            continue
+        batch = batch.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(batch.feats, batch.feat_lens, batch.tokens, batch.token_lens, None)
+            enc = model.encode(batch.feats, batch.feat_lens)
+            log_probs = model.ctc_log_probs(enc.out)
+        if torch.isfinite(out.loss):
+            loss_sum += float(out.loss)
+            n += 1
+        for nbest, ref_ids, rl in zip(
+            ctc_greedy(log_probs.float(), enc.lens), batch.tokens, batch.token_lens
+        ):
+            hyps.append(tokenizer.decode(nbest[0].tokens))
+            refs.append(tokenizer.decode(ref_ids[: int(rl)].tolist()))
+    model.train()
+    keep = [(r, h) for r, h in zip(refs, hyps) if r.strip()]
+    cer = jiwer.cer([r for r, _ in keep], [h for _, h in keep]) if keep else float("nan")
+    return {"loss": loss_sum / max(1, n), "cer": float(cer)}
+
+
+def _mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
+    return dict(zip(values, t.tolist()))
+
+
+def _keep_best(ckpt_dir: Path, history: list[dict], keep: int) -> None:
+    """Delete epoch checkpoints outside the best ``keep`` by dev loss (last.pt stays)."""
+    if keep <= 0:
+        return
+    ranked = sorted(history, key=lambda r: r["dev_loss"])
+    best = {r["epoch"] for r in ranked[:keep]}
+    for epoch, path in list_epoch_checkpoints(ckpt_dir):
+        if epoch not in best:
+            path.unlink()
+    (ckpt_dir / "history.json").write_text(json.dumps(history, indent=1))
+
+
+def _no_improvement(history: list[dict], patience: int) -> bool:
+    if len(history) <= patience:
+        return False
+    best_before = min(r["dev_loss"] for r in history[:-patience])
+    return min(r["dev_loss"] for r in history[-patience:]) >= best_before

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The shared stage script. A recipe's run.sh sets names and configs and calls this with "$@".
+#   0 data prep (local/data.sh)  1 validate/fix  2 CMVN  3 tokenizer  4 train  5 average
+#   6 decode  7 score per group  8 expert report
+# Finished stages leave a .done marker and are skipped on a rerun; an interrupted training
+# run resumes from its last checkpoint. Each stage logs to <exp>/logs/stage<N>.log.
+set -euo pipefail
+
+stage=0
+stop_stage=100
+ngpu=0                   # >1: torchrun with that many processes (nccl on GPU)
+nj=2                     # parallel jobs for data prep
+data_root=data
+exp_root=exp
+train_set=train
+dev_set=dev
+test_sets="test"
+local_data_opts=""       # passed to local/data.sh
+train_config=conf/train.yaml
+train_args=""            # extra `moe-asr train` options, e.g. "--set train.max_epochs=3"
+token_type=char          # char | bpe | unigram
+nbpe=256
+tag=""                   # experiment name; default: train config name + token type
+num_avg=5
+avg_best=true            # average the best (dev loss) checkpoints, else the last ones
+decode_modes="ctc_greedy attention_rescoring"
+decode_args=""
+report_max_utts=1000
+report_set=""            # default: the first test set
+help_message="Usage: $0 [--stage N] [--stop-stage N] [--train-config FILE] [--tag NAME] ...
+Stages: 0 data, 1 validate, 2 cmvn, 3 tokenizer, 4 train, 5 average, 6 decode, 7 score, 8 report.
+Every variable at the top of recipes/asr.sh is an option (--train-set, --decode-modes, ...)."
+
+. "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
+
+[ -n "$tag" ] || tag="$(basename "${train_config%.*}")_${token_type}$([ "$token_type" = char ] || echo "$nbpe")"
+[ -n "$report_set" ] || report_set="${test_sets%% *}"
+lang_dir="$data_root/lang_${token_type}$([ "$token_type" = char ] || echo "$nbpe")"
+exp_dir="$exp_root/$tag"
+mkdir -p "$exp_dir/logs" "$data_root/.done"
+
+# run_stage N NAME MARKER CMD...: skip when MARKER exists, else log CMD and create MARKER.
+run_stage() {
+  local n="$1" name="$2" marker="$3"
+  shift 3
+  if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return 0; fi
+  if [ -f "$marker" ]; then
+    echo "stage $n ($name): done before ($marker), skipped"
+    return 0
+  fi
+  echo "stage $n ($name): $(date '+%F %T'), log: $exp_dir/logs/stage$n.log"
+  "$@" 2>&1 | tee "$exp_dir/logs/stage$n.log"
+  touch "$marker"
+}
+
+all_sets="$train_set $dev_set $test_sets"
+
+stage0() { local/data.sh --nj "$nj" --data-root "$data_root" $local_data_opts; }
+run_stage 0 data "$data_root/.done/stage0" stage0
+
+stage1() {
+  for s in $all_sets; do
+    if ! moe-asr validate-data "$data_root/$s"; then
+      moe-asr fix-data "$data_root/$s"
+      moe-asr validate-data "$data_root/$s"
+    fi
+  done
+}
+run_stage 1 validate "$data_root/.done/stage1" stage1
+
+stage2() { moe-asr compute-cmvn "$data_root/$train_set" "$data_root/$train_set/cmvn.json"; }
+run_stage 2 cmvn "$data_root/.done/stage2" stage2
+
+stage3() {
+  moe-asr train-tokenizer --data "$data_root/$train_set/text" --type "$token_type" \
+    --vocab-size "$nbpe" --out "$lang_dir"
+}
+run_stage 3 tokenizer "$lang_dir/.done" stage3
+
+stage4() {
+  local launcher=(moe-asr)
+  if [ "$ngpu" -gt 1 ]; then
+    launcher=(torchrun --standalone --nproc-per-node "$ngpu" -m moe_asr.cli)
+  fi
+  local resume=()
+  [ -f "$exp_dir/checkpoints/last.pt" ] && resume=(--resume)
+  "${launcher[@]}" train --config "$train_config" --train-data "$data_root/$train_set" \
+    --dev-data "$data_root/$dev_set" --tokenizer "$lang_dir" \
+    --cmvn "$data_root/$train_set/cmvn.json" --exp "$exp_dir" "${resume[@]}" $train_args
+}
+run_stage 4 train "$exp_dir/.done.train" stage4
+
+stage5() {
+  local best=()
+  [ "$avg_best" = true ] && best=(--best)
+  moe-asr average --exp "$exp_dir" --num "$num_avg" "${best[@]}"
+}
+run_stage 5 average "$exp_dir/.done.average" stage5
+
+stage6() {
+  for s in $test_sets; do
+    for mode in $decode_modes; do
+      moe-asr decode --model "$exp_dir/model.pt" --data "$data_root/$s" --mode "$mode" \
+        --out "$exp_dir/decode_${s}_${mode}" $decode_args
+    done
+  done
+}
+run_stage 6 decode "$exp_dir/.done.decode" stage6
+
+stage7() {
+  for s in $test_sets; do
+    local groups=()
+    for f in "$data_root/$s"/utt2*; do
+      case "$(basename "$f")" in utt2dur | utt2snr | utt2num_frames) continue ;; esac
+      groups+=(--group "$f")
+    done
+    for mode in $decode_modes; do
+      echo "== $s / $mode"
+      moe-asr score --ref "$data_root/$s/text" --hyp "$exp_dir/decode_${s}_${mode}/hyp.txt" \
+        "${groups[@]}" --cer --out "$exp_dir/decode_${s}_${mode}"
+    done
+  done
+}
+run_stage 7 score "$exp_dir/.done.score" stage7
+
+stage8() {
+  moe-asr report --model "$exp_dir/model.pt" --data "$data_root/$report_set" \
+    --max-utts "$report_max_utts" --out "$exp_dir/report_$report_set"
+  echo "report: $exp_dir/report_$report_set/report.html"
+}
+run_stage 8 report "$exp_dir/.done.report" stage8
+
+echo "done: $exp_dir"

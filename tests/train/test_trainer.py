@@ -1,0 +1,245 @@
+"""Training: the loss falls, a SIGKILLed run resumes to identical weights, checkpoints are
+atomic, NaN losses are skipped, and two gloo ranks under torchrun stay in sync."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from moe_asr.cli import main
+from moe_asr.train.checkpoint import atomic_save, load_checkpoint
+from tests.tone_corpus import make_tone_corpus
+
+TINY = """
+model:
+  d_model: 32
+  num_heads: 2
+  num_layers: 2
+  d_ff: 64
+  conv_kernel: 7
+  dropout: 0.1
+  subsampling_channels: 8
+  ffn: moe
+  moe: {num_experts: 2, top_k: 1}
+  decoder: {num_layers: 1, num_heads: 2, d_ff: 64, dropout: 0.1}
+data:
+  max_batch_seconds: 4.0
+  num_buckets: 2
+  augment: {specaug: false}
+tokenizer: {type: char}
+train:
+  lr: 0.004
+  warmup_steps: 5
+  max_epochs: 3
+  log_interval: 5
+  num_threads: 1
+"""
+
+TEXTS = [
+    "abc",
+    "bad",
+    "cafe",
+    "face",
+    "head",
+    "bead",
+    "deaf",
+    "fade",
+    "babe",
+    "cage",
+    "edge",
+    "gab",
+    "hag",
+    "bag",
+    "dab",
+    "fab",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tones")
+    train = make_tone_corpus(root / "train", TEXTS, accents=["x", "y"])
+    dev = make_tone_corpus(root / "dev", TEXTS[:4], accents=["x", "y"], prefix="d")
+    conf = root / "tiny.yaml"
+    conf.write_text(TINY)
+    lang = root / "lang"
+    assert (
+        main(
+            ["train-tokenizer", "--data", str(train / "text"), "--type", "char", "--out", str(lang)]
+        )
+        == 0
+    )
+    cmvn = root / "cmvn.json"
+    assert main(["compute-cmvn", str(train), str(cmvn)]) == 0
+    return {"train": train, "dev": dev, "conf": conf, "lang": lang, "cmvn": cmvn}
+
+
+def _args(c, exp, *extra):
+    return [
+        "train",
+        "--config",
+        str(c["conf"]),
+        "--train-data",
+        str(c["train"]),
+        "--dev-data",
+        str(c["dev"]),
+        "--tokenizer",
+        str(c["lang"]),
+        "--cmvn",
+        str(c["cmvn"]),
+        "--exp",
+        str(exp),
+        *extra,
+    ]
+
+
+def test_loss_falls_and_average_makes_a_loadable_package(corpus, tmp_path):
+    exp = tmp_path / "exp"
+    assert (
+        main(_args(corpus, exp, "--set", "train.max_epochs=40", "--set", "train.log_interval=50"))
+        == 0
+    )
+    history = json.loads((exp / "checkpoints" / "history.json").read_text())
+    assert len(history) == 40
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    assert history[-1]["dev_loss"] < history[0]["dev_loss"]
+    assert (exp / "config.yaml").exists() and (exp / "train.log").exists()
+    assert any((exp / "tensorboard").iterdir())
+    log = (exp / "train.log").read_text()
+    assert "load [" in log and "ctc" in log  # per-layer expert load and loss terms logged
+    # keep_best=5: at most five epoch checkpoints stay
+    assert len(list((exp / "checkpoints").glob("epoch-*.pt"))) == 5
+    assert main(["average", "--exp", str(exp), "--num", "3", "--best"]) == 0
+    pkg = torch.load(exp / "model.pt", weights_only=True)  # nothing executes on load
+    assert pkg["format"].startswith("moe_asr.package")
+    from moe_asr.package import load_package
+
+    loaded = load_package(exp / "model.pt")
+    feats = torch.randn(1, 100, 80)
+    enc = loaded.model.encode(feats, torch.tensor([100]))
+    assert loaded.model.ctc_log_probs(enc.out).shape[-1] == loaded.tokenizer.vocab_size
+    # the package carries the CMVN of the training data (not the identity)
+    cmvn = json.loads(corpus["cmvn"].read_text())
+    torch.testing.assert_close(loaded.model.cmvn_mean, torch.tensor(cmvn["mean"]).float())
+    # refusing to overwrite an earlier run
+    assert main(_args(corpus, exp)) == 1
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(corpus, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    common = ["--set", "train.max_epochs=3", "--set", "train.save_every_steps=1"]
+    ref = tmp_path / "ref"
+    subprocess.run(
+        [sys.executable, "-m", "moe_asr.cli", *_args(corpus, ref, *common)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+
+    exp = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moe_asr.cli", *_args(corpus, exp, *common)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    last = exp / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    killed_mid_epoch = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        if last.exists():
+            try:
+                st = load_checkpoint(last)["state"]
+            except Exception:
+                st = None  # being replaced right now: atomic rename, try again
+            if st and st["epoch"] == 1 and st["batches_done"] >= 2:
+                proc.send_signal(signal.SIGKILL)
+                killed_mid_epoch = True
+                break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed_mid_epoch, "training ended before it could be killed mid-epoch"
+    # no temporary or corrupt file left behind: last.pt loads
+    assert not list((exp / "checkpoints").glob(".*tmp*"))
+    load_checkpoint(last)
+    subprocess.run(
+        [sys.executable, "-m", "moe_asr.cli", *_args(corpus, exp, *common, "--resume")],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    a = load_checkpoint(ref / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(last)["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0, msg=k)
+
+
+def test_atomic_save_never_leaves_a_partial_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    atomic_save({"v": torch.ones(3)}, path)
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        atomic_save({"v": torch.zeros(3)}, path)
+    assert torch.equal(load_checkpoint(path)["v"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_nan_losses_are_skipped_then_stop_training(corpus, tmp_path, monkeypatch):
+    from moe_asr import model as model_mod
+
+    real_forward = model_mod.AsrModel.forward
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):
+        out = real_forward(self, *a, **k)
+        calls["n"] += 1
+        if self.training and calls["n"] in (2, 3):
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(model_mod.AsrModel, "forward", flaky)
+    exp = tmp_path / "nan"
+    assert main(_args(corpus, exp, "--set", "train.max_epochs=1")) == 0
+    assert "non-finite loss, batch skipped" in (exp / "train.log").read_text()
+
+    def always_nan(self, *a, **k):
+        out = real_forward(self, *a, **k)
+        out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(model_mod.AsrModel, "forward", always_nan)
+    exp2 = tmp_path / "nan2"
+    assert main(_args(corpus, exp2, "--set", "train.max_bad_steps=3")) == 1
+
+
+def test_torchrun_two_gloo_ranks_stay_identical(corpus, tmp_path):
+    exp = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "moe_asr.cli",
+        *_args(corpus, exp, "--set", "train.max_epochs=1"),
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    sums = json.loads((exp / "ddp_check.json").read_text())["checksums"]
+    assert len(sums) == 2 and sums[0] == sums[1]
+    assert (exp / "checkpoints" / "epoch-0.pt").exists()
