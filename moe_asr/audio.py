@@ -6,13 +6,14 @@ All audio I/O goes through soundfile (wav, flac, ogg, mp3...). Errors are
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+import torchaudio.transforms as T
 
 from moe_asr.errors import UserError
 
@@ -84,11 +85,18 @@ def audio_info(path: str | Path) -> AudioInfo:
     return AudioInfo(info.samplerate, info.channels, info.frames)
 
 
+@functools.lru_cache(maxsize=16)
+def _resampler(orig_sr: int, target_sr: int) -> T.Resample:
+    # the sinc kernel is computed once per rate pair (functional.resample rebuilds it per call)
+    return T.Resample(orig_sr, target_sr)
+
+
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """Band-limited resampling of a 1-D float32 signal."""
     if orig_sr == target_sr:
         return wav
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wav)), orig_sr, target_sr)
+    with torch.no_grad():
+        out = _resampler(orig_sr, target_sr)(torch.from_numpy(np.ascontiguousarray(wav)))
     return out.numpy()
 
 

@@ -664,6 +664,54 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="expert specialization report: which experts serve which accents/noise conditions",
+        description="Runs the encoder label-free over a data dir, captures routing in every MoE "
+        "layer and writes OUT/report.html (self-contained), report.md, report.json, PNG plots and "
+        "routing.npz. Groups come from the data dir's utt2<group> files (spk = utt2spk).",
+    )
+    p.add_argument("--model", required=True, help="EXP/model.pt")
+    p.add_argument("--data", required=True, help="Kaldi data dir")
+    p.add_argument(
+        "--groups", default=None, help="comma list, e.g. accent,noise,spk (default: all)"
+    )
+    p.add_argument("--max-utts", type=int, default=None, help="analyse at most N utterances")
+    p.add_argument("--out", required=True, help="output dir")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    import torch
+
+    from moe_asr.analysis import collect_routing, select_groups, write_report
+    from moe_asr.data.datadir import load_datadir
+    from moe_asr.data.dataset import AsrDataset, make_loader, make_sampler
+    from moe_asr.package import load_package
+
+    torch.set_flush_denormal(True)
+    pkg = load_package(args.model)
+    dd = load_datadir(args.data)
+    groups = select_groups(dd, args.groups.split(",") if args.groups else None)
+    ds = AsrDataset(dd, None, None, pkg.config.data, train=False)
+    loader = make_loader(ds, make_sampler(ds, shuffle=False), 0)
+    data = collect_routing(pkg.model, loader, max_utts=args.max_utts)
+    result = write_report(
+        data, groups, args.out, speakers=dd.utt2spk, title=f"{args.model} on {args.data}"
+    )
+    for name, g in result.get("groups", {}).items():
+        nmi = g.get("nmi_mean")
+        ident = g.get("id") or {}
+        acc, chance = ident.get("accuracy"), ident.get("chance")
+        print(
+            f"{name}: mean NMI {'n/a' if nmi is None else f'{nmi:.4f}'}; identification from "
+            f"routing {'n/a' if acc is None else f'{acc:.3f} (chance {chance:.3f})'}"
+        )
+    print(f"report: {args.out}/report.html")
+    return 0
+
+
 # name -> adder; order is the order in --help
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_validate_data,
@@ -671,6 +719,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_score,
     _add_train,
     _add_average,
+    _add_report,
     _add_prepare_corpus,
     _add_compute_cmvn,
     _add_train_tokenizer,

@@ -1,0 +1,374 @@
+"""Build a Kaldi data dir of synthetic accented, noisy English speech.
+
+``plan_corpus`` turns a ``SynthConfig`` into one self-contained ``UttPlan`` per utterance
+(speaker, sentence, noise condition, SNR, babble talkers, seeds), deterministic for the
+seed; ``build_corpus`` renders the plans in worker processes (each with its own espeak
+fork server) and writes ``wav/*.wav`` (16 kHz, 16-bit PCM) plus ``wav.scp text utt2spk
+spk2utt utt2accent utt2noise utt2snr utt2dur``. Every plan carries all it needs, so the
+files are byte-identical for a seed whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from moe_asr.audio import resample, save_audio
+from moe_asr.data.datadir import DataDir, read_table, write_datadir
+from moe_asr.errors import UserError
+from moe_asr.synth.espeak import ESPEAK_RATE, VARIANTS, EspeakError, EspeakServer
+from moe_asr.synth.noise import (
+    BABBLE_TALKERS,
+    DEFAULT_NOISE,
+    DEFAULT_SNRS,
+    babble_noise,
+    colored_noise,
+    mix_at_snr,
+    parse_noise_list,
+    parse_snr_list,
+)
+from moe_asr.synth.text import split_sentences
+from moe_asr.synth.voices import ACCENTS, SPLITS, Speaker, VoiceCheck, check_voice, speakers
+
+__all__ = [
+    "SynthConfig",
+    "Talker",
+    "UttPlan",
+    "SynthReport",
+    "select_accents",
+    "plan_corpus",
+    "render_utterance",
+    "build_corpus",
+]
+
+_DATA_FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2accent", "utt2noise", "utt2snr")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SynthConfig:
+    num_utts: int
+    split: str = "train"
+    accents: tuple[str, ...] | None = None  # None: every accent that passes the voice check
+    noise: tuple[str, ...] = DEFAULT_NOISE
+    snrs: tuple[float, ...] = DEFAULT_SNRS
+    seed: int = 0
+    utts_per_speaker: int = 10
+    sample_rate: int = 16000
+
+    def __post_init__(self) -> None:
+        if self.num_utts < 1:
+            raise UserError(f"--num-utts must be at least 1 (got {self.num_utts})")
+        if self.split not in SPLITS:
+            raise UserError(f"--split must be one of {', '.join(SPLITS)} (got {self.split!r})")
+        if self.utts_per_speaker < 1:
+            raise UserError(f"--utts-per-speaker must be at least 1 (got {self.utts_per_speaker})")
+        parse_noise_list(list(self.noise))
+        parse_snr_list(list(self.snrs))
+
+
+@dataclass(frozen=True)
+class Talker:
+    """One espeak rendering: voice name (from ``EspeakServer.resolve``) and speaker traits."""
+
+    voice: str
+    variant: str
+    rate: int
+    pitch: int
+    text: str
+
+
+@dataclass(frozen=True)
+class UttPlan:
+    utt: str
+    spk: str
+    accent: str
+    speech: Talker
+    noise: str  # one of NOISE_TYPES
+    snr: float | None  # None for clean
+    seed: int  # espeak noise seed and noise generator seed
+    babble: tuple[Talker, ...] = ()
+
+
+@dataclass
+class SynthReport:
+    out_dir: Path
+    utts: int
+    failed: dict[str, str]  # utt -> reason
+    seconds: float  # wall time of the rendering
+    audio_seconds: float
+    nj: int
+    checks: list[VoiceCheck] = field(default_factory=list)
+
+    @property
+    def utts_per_second(self) -> float:
+        return (self.utts + len(self.failed)) / max(self.seconds, 1e-9)
+
+
+def select_accents(
+    server: EspeakServer, requested: tuple[str, ...] | list[str] | None
+) -> tuple[list[str], list[VoiceCheck]]:
+    """Accents to use and the measured checks; UserError when a requested accent fails."""
+    codes = list(dict.fromkeys(requested)) if requested else [a.code for a in ACCENTS]
+    checks = [check_voice(server, c) for c in codes]
+    if requested:
+        bad = [c for c in checks if not c.ok]
+        if bad:
+            raise UserError(
+                "accent(s) failed the intelligibility check: "
+                + "; ".join(str(c) for c in bad)
+                + " (drop them from --accents; `moe-asr synth --list-accents` shows all)"
+            )
+    return [c.accent for c in checks if c.ok], checks
+
+
+def plan_corpus(config: SynthConfig, voices: dict[str, str]) -> list[UttPlan]:
+    """One plan per utterance; ``voices`` maps each accent to its espeak voice name."""
+    accents = sorted(voices)
+    if not accents:
+        raise UserError("no accent left to synthesize")
+    split = config.split
+    rng = np.random.default_rng([config.seed, SPLITS.index(split), 7919])
+    sentences = split_sentences(split)
+    noise = parse_noise_list(list(config.noise))
+    snrs = parse_snr_list(list(config.snrs))
+    n = config.num_utts
+
+    acc_of = np.array([accents[i % len(accents)] for i in range(n)], dtype=object)
+    rng.shuffle(acc_of)
+    cond_of = np.array([noise[i % len(noise)] for i in range(n)], dtype=object)
+    rng.shuffle(cond_of)
+    order = rng.permutation(len(sentences))
+    text_of = [sentences[order[i % len(order)]] for i in range(n)]
+
+    spk_of: list[Speaker | None] = [None] * n
+    pool = {a: speakers(a, split) for a in accents}
+    for a in accents:
+        idx = [i for i in range(n) if acc_of[i] == a]
+        k = min(len(pool[a]), max(1, math.ceil(len(idx) / config.utts_per_speaker)))
+        chosen = [pool[a][j] for j in sorted(rng.choice(len(pool[a]), k, replace=False))]
+        for j, i in enumerate(idx):
+            spk_of[i] = chosen[j % k]
+    all_speakers = [s for a in accents for s in pool[a]]
+
+    plans = []
+    for i in range(n):
+        spk = spk_of[i]
+        assert spk is not None
+        cond = str(cond_of[i])
+        snr = None if cond == "clean" else float(snrs[int(rng.integers(len(snrs)))])
+        babble: tuple[Talker, ...] = ()
+        if cond == "babble":
+            others = [s for s in all_speakers if s.key != spk.key]
+            picks = rng.choice(len(others), BABBLE_TALKERS, replace=False)
+            babble = tuple(
+                _talker(voices, others[j], sentences[int(rng.integers(len(sentences)))])
+                for j in picks
+            )
+        spk_id = spk.id(split)
+        plans.append(
+            UttPlan(
+                utt=f"{spk_id}-{i:06d}",
+                spk=spk_id,
+                accent=spk.accent,
+                speech=_talker(voices, spk, text_of[i]),
+                noise=cond,
+                snr=snr,
+                seed=int(rng.integers(2**31 - 1)),
+                babble=babble,
+            )
+        )
+    return plans
+
+
+def _talker(voices: dict[str, str], spk: Speaker, text: str) -> Talker:
+    return Talker(voices[spk.accent], spk.variant, spk.rate, spk.pitch, text)
+
+
+def _speak(server: EspeakServer, t: Talker, seed: int, sample_rate: int) -> np.ndarray:
+    pcm = server.synth(t.text, t.voice, variant=t.variant, rate=t.rate, pitch=t.pitch, seed=seed)
+    wav = pcm.astype(np.float32) / 32768.0
+    return resample(wav, ESPEAK_RATE, sample_rate)
+
+
+def render_utterance(server: EspeakServer, plan: UttPlan, sample_rate: int = 16000) -> np.ndarray:
+    """The (T,) float32 waveform of one plan at ``sample_rate``; EspeakError on failure."""
+    speech = _speak(server, plan.speech, plan.seed, sample_rate)
+    if plan.noise == "clean":
+        return speech
+    rng = np.random.default_rng(plan.seed)
+    if plan.noise == "babble":
+        talkers = [
+            _speak(server, t, plan.seed + 1 + k, sample_rate) for k, t in enumerate(plan.babble)
+        ]
+        noise = babble_noise(talkers, speech.size, rng)
+    else:
+        noise = colored_noise(plan.noise, speech.size, rng)
+    assert plan.snr is not None
+    return mix_at_snr(speech, noise, plan.snr, sample_rate)
+
+
+# ----------------------------------------------------------------------------- workers
+
+_worker: dict = {}
+
+
+def _init_worker(wav_dir: str, sample_rate: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    _worker["server"] = EspeakServer()
+    _worker["wav_dir"] = Path(wav_dir)
+    _worker["sample_rate"] = sample_rate
+
+
+def _render_to_file(plan: UttPlan) -> tuple[str, float | None, str | None]:
+    """(utt, duration s, None) or (utt, None, reason); never raises for one bad utterance."""
+    server: EspeakServer = _worker["server"]
+    sr = _worker["sample_rate"]
+    try:
+        wav = render_utterance(server, plan, sr)
+        save_audio(_worker["wav_dir"] / f"{plan.utt}.wav", wav, sr)
+    except EspeakError as e:
+        if server._proc.poll() is not None:  # the server died: restart it for the next ones
+            _worker["server"] = EspeakServer()
+        return plan.utt, None, str(e)
+    except (OSError, ValueError, RuntimeError) as e:
+        return plan.utt, None, f"{type(e).__name__}: {e}"
+    return plan.utt, wav.size / sr, None
+
+
+def _run_plans(plans: list[UttPlan], wav_dir: Path, sample_rate: int, nj: int, progress: bool):
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(plans), desc="synth", unit="utt", file=sys.stderr, disable=not progress)
+    results = []
+    try:
+        if nj <= 1:
+            import torch
+
+            threads = torch.get_num_threads()
+            try:
+                _init_worker(str(wav_dir), sample_rate)
+                for plan in plans:
+                    results.append(_render_to_file(plan))
+                    bar.update()
+            finally:
+                torch.set_num_threads(threads)
+                server = _worker.pop("server", None)
+                if server is not None:
+                    server.close()
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(
+                nj, initializer=_init_worker, initargs=(str(wav_dir), sample_rate)
+            ) as pool:
+                chunk = max(1, min(16, len(plans) // (4 * nj)))
+                for res in pool.imap(_render_to_file, plans, chunksize=chunk):
+                    results.append(res)
+                    bar.update()
+    finally:
+        bar.close()
+    return results
+
+
+# ----------------------------------------------------------------------------- build
+
+
+def _check_output(out_dir: Path, wav_dir: Path, overwrite: bool) -> None:
+    existing = [n for n in _DATA_FILES if (out_dir / n).exists()]
+    has_wavs = wav_dir.is_dir() and any(wav_dir.glob("*.wav"))
+    if (existing or has_wavs) and not overwrite:
+        what = ", ".join(existing) or f"audio files in {wav_dir}"
+        raise UserError(
+            f"{out_dir}: already holds a data dir ({what}); choose another directory or pass "
+            "--overwrite to replace it"
+        )
+    if overwrite and (out_dir / "wav.scp").is_file():
+        # remove the audio of the previous build that lives in our wav dir (nothing else)
+        for entry in read_table(out_dir / "wav.scp").values():
+            p = Path(entry)
+            if p.parent.resolve() == wav_dir.resolve() and p.suffix == ".wav" and p.is_file():
+                p.unlink()
+
+
+def build_corpus(
+    out_dir: str | Path,
+    config: SynthConfig,
+    *,
+    nj: int = 1,
+    wav_dir: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> SynthReport:
+    """Synthesize ``config.num_utts`` utterances into the data dir ``out_dir``.
+
+    Audio goes to ``wav_dir`` (default ``out_dir/wav``) and wav.scp holds absolute paths.
+    An utterance that fails is reported in ``SynthReport.failed`` and in
+    ``out_dir/synth_failures`` and left out; the rest go on. Refuses to replace an
+    existing data dir unless ``overwrite``.
+    """
+    out_dir = Path(out_dir).absolute()
+    wav_dir = Path(wav_dir).absolute() if wav_dir is not None else out_dir / "wav"
+    if nj < 1:
+        raise UserError(f"--nj must be at least 1 (got {nj})")
+    _check_output(out_dir, wav_dir, overwrite)
+    with EspeakServer() as server:
+        accents, checks = select_accents(server, config.accents)
+        voices = {a: server.resolve(a) for a in accents}
+        missing = [v for v in VARIANTS if not server.has_variant(v)]
+        if missing:
+            raise EspeakError(
+                f"espeak-ng data in {server.data_path} lacks voice variant(s) {', '.join(missing)}"
+            )
+        version = server.version
+    plans = plan_corpus(config, voices)
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results = _run_plans(plans, wav_dir, config.sample_rate, nj, progress)
+    seconds = time.perf_counter() - start
+
+    failed = {utt: why for utt, _, why in results if why is not None}
+    dur = {utt: d for utt, d, why in results if why is None}
+    if not dur:
+        first = next(iter(failed.items()))
+        raise UserError(f"every utterance failed to synthesize; first: {first[0]}: {first[1]}")
+    ok = [p for p in plans if p.utt in dur]
+    dd = DataDir(
+        wav_scp={p.utt: str(wav_dir / f"{p.utt}.wav") for p in ok},
+        text={p.utt: p.speech.text for p in ok},
+        utt2spk={p.utt: p.spk for p in ok},
+        utt2dur=dur,
+        groups={"accent": {p.utt: p.accent for p in ok}, "noise": {p.utt: p.noise for p in ok}},
+        extra={"snr": {p.utt: "inf" if p.snr is None else f"{p.snr:g}" for p in ok}},
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_datadir(dd, out_dir)
+    failures = out_dir / "synth_failures"
+    if failed:
+        failures.write_text("".join(f"{u} {w}\n" for u, w in sorted(failed.items())), "utf-8")
+    elif failures.exists():
+        failures.unlink()
+    meta = {
+        "config": asdict(config),
+        "accents": {a: voices[a] for a in accents},
+        "espeak_ng": version,
+        "voice_checks": [asdict(c) for c in checks],
+    }
+    (out_dir / "synth.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", "utf-8")
+    return SynthReport(
+        out_dir=out_dir,
+        utts=len(ok),
+        failed=failed,
+        seconds=seconds,
+        audio_seconds=float(sum(dur.values())),
+        nj=nj,
+        checks=checks,
+    )

@@ -1,0 +1,130 @@
+"""Noise conditions of the synthetic corpus: clean, white, pink, brown, babble at an SNR.
+
+The SNR is measured against the power of the active speech (20 ms frames within 40 dB
+of the loudest frame), so leading/trailing silence does not dilute it. Babble is a sum
+of other synthetic utterances (other voices and sentences), looped to the length needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moe_asr.errors import UserError
+
+__all__ = [
+    "NOISE_TYPES",
+    "DEFAULT_NOISE",
+    "DEFAULT_SNRS",
+    "BABBLE_TALKERS",
+    "colored_noise",
+    "babble_noise",
+    "active_power",
+    "mix_at_snr",
+    "parse_noise_list",
+    "parse_snr_list",
+]
+
+NOISE_TYPES: tuple[str, ...] = ("clean", "white", "pink", "brown", "babble")
+DEFAULT_NOISE: tuple[str, ...] = ("clean", "white", "pink", "babble")
+DEFAULT_SNRS: tuple[float, ...] = (5.0, 10.0, 20.0)
+BABBLE_TALKERS = 4  # utterances summed into one babble signal
+_EXPONENT = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power spectrum ~ 1 / f^exponent
+_PEAK = 0.99
+
+
+def colored_noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n,) float32 noise of unit RMS: ``white``, ``pink`` (1/f) or ``brown`` (1/f^2)."""
+    if kind not in _EXPONENT:
+        raise UserError(f"unknown coloured noise {kind!r}; use one of {', '.join(_EXPONENT)}")
+    white = rng.standard_normal(n)
+    if kind != "white":
+        spec = np.fft.rfft(white)
+        f = np.arange(spec.size, dtype=np.float64)
+        f[0] = 1.0  # keep the DC bin finite; it is removed below
+        spec /= f ** (_EXPONENT[kind] / 2)
+        spec[0] = 0.0
+        white = np.fft.irfft(spec, n)
+    rms = np.sqrt(np.mean(white**2))
+    return (white / max(rms, 1e-12)).astype(np.float32)
+
+
+def babble_noise(talkers: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n,) float32 babble of unit RMS: each talker (T_i,) looped from a random offset, summed."""
+    if not talkers:
+        raise UserError("babble noise needs at least one talker signal")
+    out = np.zeros(n, dtype=np.float64)
+    for wav in talkers:
+        w = wav.astype(np.float64)
+        w /= max(np.sqrt(np.mean(w**2)), 1e-12)
+        reps = -(-(n + w.size) // w.size)
+        looped = np.tile(w, reps)
+        start = int(rng.integers(0, w.size))
+        out += looped[start : start + n]
+    rms = np.sqrt(np.mean(out**2))
+    return (out / max(rms, 1e-12)).astype(np.float32)
+
+
+def active_power(wav: np.ndarray, sample_rate: int, floor_db: float = 40.0) -> float:
+    """Mean power of the 20 ms frames within ``floor_db`` of the loudest frame."""
+    frame = max(1, int(0.02 * sample_rate))
+    n = wav.size // frame
+    if n == 0:
+        return float(np.mean(wav.astype(np.float64) ** 2))
+    frames = wav[: n * frame].astype(np.float64).reshape(n, frame)  # (n, frame)
+    energy = np.mean(frames**2, axis=1)
+    top = energy.max()
+    if top <= 0:
+        return 0.0
+    return float(np.mean(energy[energy >= top * 10 ** (-floor_db / 10)]))
+
+
+def mix_at_snr(
+    speech: np.ndarray, noise: np.ndarray, snr_db: float, sample_rate: int
+) -> np.ndarray:
+    """speech (T,) + noise (T,) scaled to ``snr_db`` against the active speech power.
+
+    The mixture is scaled down as a whole if it would clip, which keeps the SNR.
+    """
+    assert speech.shape == noise.shape, (speech.shape, noise.shape)
+    ps = active_power(speech, sample_rate)
+    pn = float(np.mean(noise.astype(np.float64) ** 2))
+    if ps <= 0 or pn <= 0:
+        return speech.astype(np.float32)
+    gain = np.sqrt(ps / (pn * 10 ** (snr_db / 10)))
+    mix = speech.astype(np.float64) + gain * noise.astype(np.float64)
+    peak = np.abs(mix).max()
+    if peak > _PEAK:
+        mix *= _PEAK / peak
+    return mix.astype(np.float32)
+
+
+def parse_noise_list(spec: str | list[str]) -> list[str]:
+    """``"clean,white,babble"`` -> checked list; UserError naming an unknown condition."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = [s.strip() for s in items if s.strip()]
+    bad = [s for s in out if s not in NOISE_TYPES]
+    if bad or not out:
+        raise UserError(
+            f"unknown noise condition(s) {', '.join(bad) or '(none given)'}; "
+            f"choose from {', '.join(NOISE_TYPES)}"
+        )
+    return list(dict.fromkeys(out))
+
+
+def parse_snr_list(spec: str | list[float]) -> list[float]:
+    """``"5,10,20"`` -> [5.0, 10.0, 20.0]; UserError on a non-number."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = []
+    for s in items:
+        if isinstance(s, str) and not s.strip():
+            continue
+        try:
+            v = float(s)
+        except ValueError as e:
+            raise UserError(f"SNR {s!r} is not a number (give dB values like 5,10,20)") from e
+        if not np.isfinite(v):
+            raise UserError(f"SNR {s!r} must be finite")
+        out.append(v)
+    if not out:
+        raise UserError("no SNR given (give dB values like 5,10,20)")
+    return out

@@ -1,0 +1,114 @@
+"""Building a data dir: validity, reproducibility across --nj, splits, failures, CLI."""
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from moe_asr.cli import main
+from moe_asr.data.datadir import load_datadir, validate_datadir
+from moe_asr.errors import UserError
+from moe_asr.synth import corpus as corpus_mod
+from moe_asr.synth.corpus import SynthConfig, build_corpus, plan_corpus
+from moe_asr.synth.text import split_sentences
+
+ACCENTS = ("en-us", "en-gb-scotland", "es")
+VOICES = {"en-us": "en-US", "en-gb-scotland": "en-GB-scotland", "es": "es"}
+
+
+def _checksums(d: Path) -> dict[str, str]:
+    files = [p for p in sorted(d.rglob("*")) if p.is_file()]
+    return {str(p.relative_to(d)): hashlib.md5(p.read_bytes()).hexdigest() for p in files}
+
+
+def test_build_is_valid_complete_and_reproducible_across_nj(tmp_path):
+    cfg = SynthConfig(
+        num_utts=18, accents=ACCENTS, noise=("clean", "white", "babble"), snrs=(5, 10), seed=3
+    )
+    a = build_corpus(tmp_path / "a", cfg, nj=1, progress=False)
+    b = build_corpus(tmp_path / "b", cfg, nj=2, progress=False)
+    assert a.utts == b.utts == 18 and not a.failed
+    assert validate_datadir(tmp_path / "a", check_audio=True) == []
+    dd = load_datadir(tmp_path / "a")
+    assert set(dd.groups["accent"].values()) == set(ACCENTS)
+    assert sorted(set(dd.groups["noise"].values())) == ["babble", "clean", "white"]
+    snr = dd.extra["snr"]
+    assert all((snr[u] == "inf") == (dd.groups["noise"][u] == "clean") for u in dd.utt_ids)
+    assert {snr[u] for u in dd.utt_ids} - {"inf"} <= {"5", "10"}
+    for utt, path in dd.wav_scp.items():
+        assert Path(path).is_absolute() and Path(path).parent == tmp_path / "a" / "wav"
+        assert utt.startswith("train-") and dd.utt2spk[utt].startswith("train-")
+        assert abs(dd.utt2dur[utt] - Path(path).stat().st_size / 32000) < 0.01  # 16 kHz 16-bit
+    # same seed, different worker count: byte-identical audio and tables (paths aside)
+    ca, cb = _checksums(tmp_path / "a"), _checksums(tmp_path / "b")
+    assert [k for k in ca if k.startswith("wav/")] == [k for k in cb if k.startswith("wav/")]
+    for name, digest in ca.items():
+        if name != "wav.scp":
+            assert cb[name] == digest, name
+    c = build_corpus(tmp_path / "c", replace(cfg, seed=4), nj=1, progress=False)
+    assert c.utts == 18 and _checksums(tmp_path / "c")["text"] != ca["text"]
+
+
+def test_splits_never_share_speakers_or_sentences():
+    plans = {
+        s: plan_corpus(
+            SynthConfig(num_utts=400, split=s, noise=("clean", "babble"), seed=s == "test"), VOICES
+        )
+        for s in ("train", "dev", "test")
+    }
+    spk = {s: {p.spk.split("-", 1)[1] for p in v} for s, v in plans.items()}
+    text = {s: {p.speech.text for p in v} for s, v in plans.items()}
+    for x, y in (("train", "dev"), ("train", "test"), ("dev", "test")):
+        assert not spk[x] & spk[y] and not text[x] & text[y]
+    # babble talkers read sentences of their own split only
+    test_text = set(split_sentences("test"))
+    assert all(t.text in test_text for p in plans["test"] for t in p.babble)
+    assert all(len(p.babble) == 4 for p in plans["test"] if p.noise == "babble")
+    counts = {a: sum(p.accent == a for p in plans["train"]) for a in VOICES}
+    assert max(counts.values()) - min(counts.values()) <= 1  # accents balanced
+
+
+def test_one_failing_utterance_is_reported_and_the_rest_go_on(tmp_path, monkeypatch):
+    real = corpus_mod.plan_corpus
+
+    def with_bad_voice(config, voices):
+        plans = real(config, voices)
+        bad = replace(plans[1], speech=replace(plans[1].speech, voice="xx-broken"))
+        return [plans[0], bad, *plans[2:]]
+
+    monkeypatch.setattr(corpus_mod, "plan_corpus", with_bad_voice)
+    cfg = SynthConfig(num_utts=4, accents=("en-us",), noise=("clean",), seed=0)
+    report = build_corpus(tmp_path / "d", cfg, progress=False)
+    assert report.utts == 3 and len(report.failed) == 1
+    ((utt, why),) = report.failed.items()
+    assert "xx-broken" in why
+    assert (tmp_path / "d" / "synth_failures").read_text().startswith(utt)
+    assert validate_datadir(tmp_path / "d") == []
+    assert utt not in load_datadir(tmp_path / "d").utt2spk
+
+
+def test_cli_refuses_to_overwrite_and_rejects_bad_options(tmp_path, capsys):
+    out = tmp_path / "e"
+    args = [
+        "synth",
+        str(out),
+        "--num-utts",
+        "3",
+        "--accents",
+        "en-us",
+        "--noise",
+        "pink",
+        "--quiet",
+    ]
+    assert main(args) == 0
+    first = (out / "text").read_text()
+    assert main(args) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "text").read_text() == first
+    assert main([*args, "--overwrite", "--seed", "9"]) == 0
+    assert len(list((out / "wav").glob("*.wav"))) == 3  # old audio replaced, not accumulated
+    assert main(["synth", str(tmp_path / "f"), "--accents", "ja", "--num-utts", "2"]) == 1
+    assert "intelligibility" in capsys.readouterr().err
+    with pytest.raises(UserError, match="num-utts"):
+        SynthConfig(num_utts=0)
