@@ -659,7 +659,8 @@ def _run_export(args: argparse.Namespace) -> int:
     )
     print(
         f"{r.path}: {r.format}{' int8' if r.int8 else ''}, {r.size_bytes / 1e6:.2f} MB, "
-        f"max |diff| vs PyTorch {r.max_abs_diff:.2e}; metadata in {r.path}.json"
+        f"vs PyTorch: max |diff| {r.max_abs_diff:.2e}, same best token on "
+        f"{100 * r.argmax_agreement:.1f}% of frames; metadata in {r.path}.json"
     )
     return 0
 

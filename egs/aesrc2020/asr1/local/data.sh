@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# AESRC2020 -> $data_root/{train,dev,test} with utt2accent (utt2gender when .metadata files exist): `moe-asr prepare-corpus aesrc`
+# (moe_asr/corpora/aesrc.py). Called by recipes/asr.sh stage 0; runnable alone:
+#   local/data.sh --corpus-dir DIR [--data-root data]
+set -euo pipefail
+
+corpus_dir=/data/AESRC2020
+data_root=data
+nj=2   # accepted for the stage interface; preparation reads metadata only, one process
+help_message="Usage: $0 --corpus-dir DIR [--data-root DIR]"
+
+. "$(dirname "$0")/../../../../recipes/parse_options.sh"
+
+moe-asr prepare-corpus aesrc "$corpus_dir" "$data_root"

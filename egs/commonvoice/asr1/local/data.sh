@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Common Voice English -> $data_root/{train,dev,test} with utt2accent and utt2gender: `moe-asr prepare-corpus commonvoice`
+# (moe_asr/corpora/commonvoice.py). Called by recipes/asr.sh stage 0; runnable alone:
+#   local/data.sh --corpus-dir DIR [--data-root data]
+set -euo pipefail
+
+corpus_dir=/data/cv-corpus-17.0-2024-03-15/en
+data_root=data
+nj=2   # accepted for the stage interface; preparation reads metadata only, one process
+help_message="Usage: $0 --corpus-dir DIR [--data-root DIR]"
+
+. "$(dirname "$0")/../../../../recipes/parse_options.sh"
+
+moe-asr prepare-corpus commonvoice "$corpus_dir" "$data_root"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# L2-ARCTIC -> $data_root/{train,dev,test} with utt2accent and utt2gender: `moe-asr prepare-corpus l2arctic`
+# (moe_asr/corpora/l2arctic.py). Called by recipes/asr.sh stage 0; runnable alone:
+#   local/data.sh --corpus-dir DIR [--data-root data]
+set -euo pipefail
+
+corpus_dir=/data/l2arctic_release_v5
+data_root=data
+nj=2   # accepted for the stage interface; preparation reads metadata only, one process
+help_message="Usage: $0 --corpus-dir DIR [--data-root DIR]"
+
+. "$(dirname "$0")/../../../../recipes/parse_options.sh"
+
+moe-asr prepare-corpus l2arctic "$corpus_dir" "$data_root"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# VCTK -> $data_root/{train,dev,test} with utt2accent and utt2gender: `moe-asr prepare-corpus vctk`
+# (moe_asr/corpora/vctk.py). Called by recipes/asr.sh stage 0; runnable alone:
+#   local/data.sh --corpus-dir DIR [--data-root data] [--download true]
+set -euo pipefail
+
+corpus_dir=/data/VCTK-Corpus-0.92
+data_root=data
+nj=2   # accepted for the stage interface; preparation reads metadata only, one process
+download=false   # true: fetch the corpus first (URLs printed; see README.md)
+help_message="Usage: $0 --corpus-dir DIR [--data-root DIR] [--download true]"
+
+. "$(dirname "$0")/../../../../recipes/parse_options.sh"
+
+dl=()
+[ "$download" = true ] && dl=(--download)
+moe-asr prepare-corpus vctk "$corpus_dir" "$data_root" ${dl[@]+"${dl[@]}"}
