@@ -98,6 +98,9 @@ class ModelConfig:
     subsampling: int = 4  # 4 | 6 | 8
     subsampling_channels: int = 32
     max_rel_pos: int = 64  # relative-position bias clipped at +-this many frames (after subsampling)
+    # dropout on attention weights (encoder and decoder); > 0 makes SDPA leave its fused CPU
+    # kernel (about 10x slower attention), so off by default as in WeNet's recipes
+    attention_dropout: float = 0.0
     ffn: str = "moe"  # dense | moe
     moe: MoEConfig = field(default_factory=MoEConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)

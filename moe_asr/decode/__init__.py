@@ -1,0 +1,35 @@
+"""Decoding: CTC greedy, CTC prefix beam (+ KenLM), joint CTC/attention beam search,
+attention rescoring; batch decoding of data dirs; transcription of files; word timings.
+
+Main entry points: ``Recognizer`` (features -> transcripts), ``decode_datadir``
+(data dir -> hyp.txt, nbest.txt, errors.txt, decode.json) and ``Transcriber``
+(audio files -> text, confidence, word timestamps, accent).
+"""
+
+from moe_asr.decode.align import WordTiming, align_words
+from moe_asr.decode.batch import DecodeSummary, decode_datadir
+from moe_asr.decode.ctc import CtcBeamDecoder, DecodeError, Hypothesis, ctc_greedy
+from moe_asr.decode.joint import CtcPrefixScorer, joint_beam_search
+from moe_asr.decode.rescore import attention_rescore
+from moe_asr.decode.search import MODES, Recognition, Recognizer
+from moe_asr.decode.transcribe import FileResult, Transcriber, collect_inputs
+
+__all__ = [
+    "MODES",
+    "Hypothesis",
+    "DecodeError",
+    "ctc_greedy",
+    "CtcBeamDecoder",
+    "CtcPrefixScorer",
+    "joint_beam_search",
+    "attention_rescore",
+    "Recognition",
+    "Recognizer",
+    "DecodeSummary",
+    "decode_datadir",
+    "WordTiming",
+    "align_words",
+    "FileResult",
+    "Transcriber",
+    "collect_inputs",
+]

@@ -1,0 +1,159 @@
+"""Decode a Kaldi data dir with a model package.
+
+Writes to ``OUT``:
+
+- ``hyp.txt``: ``utt-id words`` (Kaldi text, sorted), the input of ``moe-asr score``;
+- ``nbest.txt``: ``utt-id rank score words`` for up to ``nbest`` hypotheses;
+- ``errors.txt``: ``utt-id reason`` for every utterance that could not be decoded
+  (empty when none failed); the others are decoded regardless;
+- ``decode.json``: mode, options, counts, audio seconds, decode seconds and the
+  real-time factor (decode time, audio loading and features included, over audio time).
+
+Utterances are sorted by duration and decoded ``batch_size`` at a time; when a batch
+fails, its items are retried one by one so that only the bad one is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from torch import Tensor
+
+from moe_asr.config import DecodeConfig
+from moe_asr.decode.search import Recognition, Recognizer
+from moe_asr.errors import UserError
+
+__all__ = ["DecodeSummary", "decode_datadir"]
+
+
+@dataclass
+class DecodeSummary:
+    mode: str
+    num_utts: int
+    num_decoded: int
+    num_errors: int
+    audio_seconds: float
+    decode_seconds: float
+    rtf: float
+    options: dict = field(default_factory=dict)
+    out_dir: str = ""
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, UserError):
+        return " ".join(str(err).split())
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
+def decode_datadir(
+    package,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    cfg: DecodeConfig,
+    *,
+    routing=None,
+    progress: bool = True,
+) -> DecodeSummary:
+    """Decode every utterance of ``data_dir`` into ``out_dir`` (created); see module doc.
+
+    ``package``: a loaded ``ModelPackage``; ``routing``: RoutingOptions or None (label-free).
+    """
+    from tqdm import tqdm
+
+    from moe_asr.audio import audio_info, load_audio
+    from moe_asr.data.datadir import load_datadir, write_table
+    from moe_asr.data.features import compute_fbank
+
+    dd = load_datadir(data_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    recognizer = Recognizer.from_package(package, cfg)
+    fcfg = package.config.data.features
+    sr = fcfg.sample_rate
+    errors: dict[str, str] = {}
+    hyps: dict[str, str] = {}
+    nbest_lines: dict[str, list[str]] = {}
+    audio_seconds = 0.0
+    start_time = time.perf_counter()
+
+    durations: dict[str, float] = {}
+    for utt in dd.utt_ids:
+        if dd.utt2dur is not None and utt in dd.utt2dur:
+            durations[utt] = dd.utt2dur[utt]
+            continue
+        entry, s, e = dd.audio_of(utt)
+        if s is not None and e is not None and e > 0:
+            durations[utt] = e - s
+            continue
+        try:
+            durations[utt] = audio_info(entry).duration
+        except UserError:
+            durations[utt] = 0.0  # reported when loaded
+    order = sorted(dd.utt_ids, key=lambda u: (durations[u], u))
+
+    def features(utt: str) -> tuple[Tensor, float]:
+        entry, s, e = dd.audio_of(utt)
+        wav = load_audio(entry, sr, s, e)
+        feats = compute_fbank(wav, fcfg)
+        if feats.shape[0] < recognizer.min_frames:
+            raise UserError(
+                f"{len(wav) / sr:.3f} s of audio is too short for the model "
+                f"(needs {recognizer.min_frames} feature frames)"
+            )
+        return feats, len(wav) / sr
+
+    def emit(utt: str, rec: Recognition, seconds: float) -> None:
+        nonlocal audio_seconds
+        audio_seconds += seconds
+        hyps[utt] = rec.text
+        nbest_lines[utt] = [
+            f"{utt} {rank} {score:.4f} {text}".rstrip()
+            for rank, (text, score) in enumerate(rec.nbest, 1)
+        ]
+
+    bar = tqdm(total=len(order), desc=f"decode {cfg.mode}", unit="utt", disable=not progress)
+    for i in range(0, len(order), cfg.batch_size):
+        batch: list[tuple[str, Tensor, float]] = []
+        for utt in order[i : i + cfg.batch_size]:
+            try:
+                feats, seconds = features(utt)
+            except Exception as e:  # noqa: BLE001 - one bad utterance must not stop the job
+                errors[utt] = _reason(e)
+                continue
+            batch.append((utt, feats, seconds))
+        try:
+            recs = recognizer.recognize([f for _, f, _ in batch], routing) if batch else []
+            for (utt, _, sec), rec in zip(batch, recs):
+                emit(utt, rec, sec)
+        except Exception:  # noqa: BLE001 - retry one by one to isolate the bad item
+            for utt, feats, sec in batch:
+                try:
+                    emit(utt, recognizer.recognize([feats], routing)[0], sec)
+                except Exception as e:  # noqa: BLE001
+                    errors[utt] = _reason(e)
+        bar.update(min(cfg.batch_size, len(order) - i))
+        bar.set_postfix(errors=len(errors))
+    bar.close()
+    elapsed = time.perf_counter() - start_time
+
+    write_table(out / "hyp.txt", hyps)
+    (out / "nbest.txt").write_text(
+        "".join(line + "\n" for utt in sorted(nbest_lines) for line in nbest_lines[utt])
+    )
+    (out / "errors.txt").write_text("".join(f"{u} {errors[u]}\n" for u in sorted(errors)))
+    summary = DecodeSummary(
+        mode=cfg.mode,
+        num_utts=len(order),
+        num_decoded=len(hyps),
+        num_errors=len(errors),
+        audio_seconds=round(audio_seconds, 3),
+        decode_seconds=round(elapsed, 3),
+        rtf=round(elapsed / audio_seconds, 5) if audio_seconds > 0 else float("nan"),
+        options=asdict(cfg),
+        out_dir=str(out),
+    )
+    (out / "decode.json").write_text(json.dumps(asdict(summary), indent=1) + "\n")
+    return summary

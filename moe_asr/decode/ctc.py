@@ -1,0 +1,206 @@
+"""CTC decoding: greedy (batched argmax) and prefix beam search with flashlight's decoder.
+
+Both take log-probabilities ``(B, T, V)`` with valid lengths ``(B,)`` and return, per
+utterance, an n-best list of ``Hypothesis`` (token ids without blank, score, and the
+frame at which each token was first emitted).
+
+The beam search is torchaudio's flashlight-based ``ctc_decoder`` in lexicon-free mode:
+the decoder's token list is our vocabulary, with the word-separator piece (``▁`` of the
+char tokenizer) as the decoder's silence token. For a tokenizer without a separator
+piece (BPE/unigram, where ``▁`` starts a piece) an extra silence column that is never
+emitted is appended. Hypotheses that reach the same state are merged by adding their
+probabilities (``log_add``); at beam 1 the search still equals greedy decoding.
+
+An optional KenLM model (ARPA or binary) scores token sequences: in lexicon-free mode
+its "words" are the decoder token names (``decoder_token_names``), so a char LM is
+trained on space-separated characters with ``|`` between words. KenLM scores are log10;
+``lm_weight`` multiplies them. ``word_score`` is added at every word separator
+(flashlight's lexicon-free search has no other word boundary).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from moe_asr.errors import UserError
+
+__all__ = [
+    "Hypothesis",
+    "DecodeError",
+    "ctc_greedy",
+    "CtcBeamDecoder",
+    "decoder_token_names",
+    "WORD_SEP",
+]
+
+WORD_SEP = "|"  # decoder name of the word separator (flashlight's silence token)
+_SPACE = "▁"
+_NEVER = -1.0e5  # log-prob of the appended silence column: never emitted, still finite
+
+
+class DecodeError(UserError):
+    """A decoding option is invalid (unknown mode, missing LM file, bad beam)."""
+
+
+@dataclass
+class Hypothesis:
+    """One decoded hypothesis.
+
+    ``tokens``: ids without blank/sos/eos; ``score``: total log score of the search
+    that produced it; ``frames``: encoder frame of each token (same length as tokens),
+    or empty when the search does not track frames (attention decoding).
+    """
+
+    tokens: list[int]
+    score: float
+    frames: list[int] = field(default_factory=list)
+    ctc_score: float | None = None
+    att_score: float | None = None
+
+
+def ctc_greedy(log_probs: Tensor, lens: Tensor, blank: int = 0) -> list[list[Hypothesis]]:
+    """Best path: argmax per frame, merge repeats, drop blanks.
+
+    log_probs: (B, T, V), lens: (B,) -> per utterance a one-element n-best whose score
+    is the best path's log-probability.
+    """
+    best, ids = log_probs.detach().max(-1)  # (B, T)
+    out: list[list[Hypothesis]] = []
+    for b in range(log_probs.shape[0]):
+        n = int(lens[b])
+        seq = ids[b, :n]
+        if n == 0:
+            out.append([Hypothesis([], 0.0, [])])
+            continue
+        new = torch.ones(n, dtype=torch.bool, device=seq.device)
+        new[1:] = seq[1:] != seq[:-1]
+        keep = new & (seq != blank)
+        frames = torch.nonzero(keep).flatten()
+        out.append([Hypothesis(seq[frames].tolist(), float(best[b, :n].sum()), frames.tolist())])
+    return out
+
+
+def decoder_token_names(pieces: list[str]) -> tuple[list[str], bool]:
+    """Flashlight token names for our pieces, and whether a silence column is appended.
+
+    The char tokenizer's space piece ``▁`` becomes ``|``; pieces are otherwise kept (so a
+    token-level KenLM can name them), with whitespace escaped. Without a standalone
+    ``▁`` piece, ``|`` is appended as an extra, never-emitted token.
+    """
+    names = [p.replace(" ", "<sp>").replace("\t", "<tab>") for p in pieces]
+    if _SPACE in pieces:
+        names[pieces.index(_SPACE)] = WORD_SEP
+        return names, False
+    if WORD_SEP in names:
+        names[names.index(WORD_SEP)] = "<pipe>"
+    return [*names, WORD_SEP], True
+
+
+class CtcBeamDecoder:
+    """Frame-synchronous CTC prefix beam search (flashlight), optional KenLM.
+
+    ``pieces``: the tokenizer's piece of every id (blank at 0). ``lm_path``: KenLM ARPA or
+    binary over decoder token names, empty for none. ``word_score`` is added at each
+    word separator. Beam 1 without an LM equals greedy decoding.
+    """
+
+    def __init__(
+        self,
+        pieces: list[str],
+        *,
+        beam: int = 10,
+        nbest: int = 1,
+        blank: int = 0,
+        lm_path: str | Path = "",
+        lm_weight: float = 0.5,
+        word_score: float = 0.0,
+        beam_threshold: float = 50.0,
+    ) -> None:
+        from torchaudio.models.decoder import ctc_decoder
+
+        if beam < 1 or nbest < 1:
+            raise DecodeError(f"beam ({beam}) and nbest ({nbest}) must be at least 1")
+        names, self._extra = decoder_token_names(pieces)
+        self._vocab = len(pieces)
+        self._blank = blank
+        self._sil = names.index(WORD_SEP)
+        lm = None
+        lm_dict = None
+        if lm_path:
+            path = Path(lm_path)
+            if not path.is_file():
+                raise DecodeError(f"{path}: language model file not found (decode.lm_path)")
+            lm = str(path)
+            # the LM's word ids must follow our token ids: without an explicit dictionary
+            # torchaudio builds one in an arbitrary order and the LM scores the wrong tokens
+            with tempfile.NamedTemporaryFile("w", suffix=".dict", delete=False) as f:
+                f.write("".join(n + "\n" for n in names))
+                lm_dict = f.name
+        try:
+            self._decoder = ctc_decoder(
+                lexicon=None,
+                tokens=names,
+                lm=lm,
+                lm_dict=lm_dict,
+                nbest=nbest,
+                beam_size=beam,
+                beam_threshold=beam_threshold,
+                lm_weight=lm_weight if lm else 0.0,
+                word_score=word_score,
+                sil_score=word_score,
+                blank_token=names[blank],
+                sil_token=WORD_SEP,
+                unk_word=names[1],
+                log_add=True,
+            )
+        except (RuntimeError, ValueError) as e:
+            raise DecodeError(
+                f"{lm_path or 'ctc decoder'}: cannot set up the beam search: {e}"
+            ) from e
+        finally:
+            if lm_dict is not None:
+                os.unlink(lm_dict)
+
+    def __call__(self, log_probs: Tensor, lens: Tensor) -> list[list[Hypothesis]]:
+        """log_probs: (B, T, V) with V = len(pieces), lens: (B,) -> n-best per utterance."""
+        if log_probs.shape[-1] != self._vocab:
+            raise ValueError(f"expected {self._vocab} classes, got {log_probs.shape[-1]}")
+        em = log_probs.detach().float().cpu().contiguous()
+        if self._extra:
+            em = torch.cat([em, em.new_full((*em.shape[:2], 1), _NEVER)], dim=-1)
+        lens = lens.detach().cpu().to(torch.int32)
+        results = self._decoder(em, lens)
+        out: list[list[Hypothesis]] = []
+        for b, nbest in enumerate(results):
+            n = int(lens[b])
+            hyps = [self._convert(h, n) for h in nbest]
+            out.append(hyps or [Hypothesis([], float("-inf"), [])])
+        return out
+
+    def _convert(self, hyp, n_frames: int) -> Hypothesis:
+        # flashlight's token sequence carries a sentinel silence before frame 0 and after
+        # the last frame; torchaudio's timesteps index that sequence, so frame = t - 1.
+        tokens: list[int] = []
+        frames: list[int] = []
+        for tok, t in zip(hyp.tokens.tolist(), hyp.timesteps.tolist()):
+            frame = int(t) - 1
+            if not 0 <= frame < n_frames or tok == self._blank:
+                continue
+            if self._extra and tok == self._sil:
+                continue
+            tokens.append(int(tok))
+            frames.append(frame)
+        if not self._extra:  # a separator at either end carries no word boundary
+            while tokens and tokens[0] == self._sil:
+                tokens.pop(0)
+                frames.pop(0)
+            while tokens and tokens[-1] == self._sil:
+                tokens.pop()
+                frames.pop()
+        return Hypothesis(tokens, float(hyp.score), frames)

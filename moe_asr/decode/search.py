@@ -1,0 +1,232 @@
+"""``Recognizer``: a model + tokenizer + decode options -> transcripts of feature batches.
+
+One place that maps a decode mode to its search:
+
+- ``ctc_greedy``: best path, batched;
+- ``ctc_prefix_beam``: flashlight prefix beam search (+ optional KenLM), batched;
+- ``attention``: attention beam search with joint CTC prefix scoring (``ctc_weight``),
+  one utterance at a time, vectorised over the beam;
+- ``attention_rescoring``: the CTC prefix beam's ``beam``-best rescored by the decoder.
+
+The encoder always runs on the whole batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from moe_asr.config import DecodeConfig
+from moe_asr.decode.ctc import CtcBeamDecoder, DecodeError, Hypothesis, ctc_greedy
+from moe_asr.decode.joint import joint_beam_search
+from moe_asr.decode.rescore import attention_rescore
+from moe_asr.nn.moe import expert_groups
+
+__all__ = [
+    "MODES",
+    "Recognition",
+    "Recognizer",
+    "pad_features",
+    "check_options",
+    "accent_routing",
+]
+
+MODES = ("ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescoring")
+
+
+@dataclass
+class Recognition:
+    """Result for one utterance: the best hypothesis first in ``nbest``.
+
+    ``log_probs``: (T', V) CTC log-probabilities (kept for alignment);
+    ``labels``: label name -> {value: probability} from the model's label head.
+    """
+
+    text: str
+    tokens: list[int]
+    score: float
+    nbest: list[tuple[str, float]]
+    hyps: list[Hypothesis]
+    log_probs: Tensor
+    labels: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def pad_features(feats: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """list of (T_i, F) -> (B, T_max, F) zero-padded, lengths (B,)."""
+    lens = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
+    out = feats[0].new_zeros(len(feats), int(lens.max()), feats[0].shape[1])
+    for i, f in enumerate(feats):
+        out[i, : f.shape[0]] = f
+    return out, lens
+
+
+def check_options(cfg: DecodeConfig) -> None:
+    """Raise DecodeError for an unknown mode or out-of-range option."""
+    if cfg.mode not in MODES:
+        raise DecodeError(f"decode mode {cfg.mode!r} is unknown; choose one of {', '.join(MODES)}")
+    if cfg.beam < 1 or cfg.nbest < 1 or cfg.batch_size < 1:
+        raise DecodeError(
+            f"beam ({cfg.beam}), nbest ({cfg.nbest}) and batch_size ({cfg.batch_size}) "
+            "must be at least 1"
+        )
+    if not 0.0 <= cfg.ctc_weight <= 1.0:
+        raise DecodeError(f"ctc_weight must be in [0, 1], got {cfg.ctc_weight}")
+
+
+def accent_routing(package, accent: str | None):
+    """RoutingOptions forcing ``accent`` (None -> None, label-free); raises DecodeError
+    when the model was not trained with accent guidance or does not know the accent."""
+    if accent is None:
+        return None
+    from moe_asr.model import RoutingOptions
+
+    vocab = package.label_vocab
+    guided = getattr(package.model, "guide_names", [])
+    if vocab is None or "accent" not in vocab.names or "accent" not in guided:
+        raise DecodeError(f"--accent {accent}: this model was not trained with accent guidance")
+    known = vocab.values["accent"][1:]
+    if accent not in known:
+        raise DecodeError(f"--accent {accent}: unknown accent; the model knows {', '.join(known)}")
+    return RoutingOptions(mode="forced", forced={"accent": accent})
+
+
+class Recognizer:
+    """Decode raw fbank features with a model package's model and tokenizer.
+
+    ``model``: an AsrModel in eval mode; ``label_vocab``: the package's (for label names).
+    """
+
+    def __init__(
+        self, model, tokenizer, cfg: DecodeConfig, label_vocab=None, *, frame_shift_s: float = 0.01
+    ) -> None:
+        check_options(cfg)
+        self._frame_shift_s = frame_shift_s
+        self.model = model
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.label_vocab = label_vocab
+        self.sos = self.eos = tokenizer.vocab_size - 1
+        self._beam: CtcBeamDecoder | None = None
+        if cfg.mode in ("ctc_prefix_beam", "attention_rescoring"):
+            nbest = cfg.nbest if cfg.mode == "ctc_prefix_beam" else cfg.beam
+            self._beam = CtcBeamDecoder(
+                tokenizer.tokens,
+                beam=cfg.beam,
+                nbest=nbest,
+                lm_path=cfg.lm_path,
+                lm_weight=cfg.lm_weight,
+                word_score=cfg.word_score,
+            )
+
+    @property
+    def min_frames(self) -> int:
+        """Fewest feature frames the encoder accepts."""
+        return int(self.model.encoder.frontend.min_input_frames)
+
+    @property
+    def frame_seconds(self) -> float:
+        """Duration of one encoder output frame, seconds."""
+        return self.model.cfg.subsampling * self._frame_shift_s
+
+    @classmethod
+    def from_package(cls, package, cfg: DecodeConfig) -> Recognizer:
+        """Recognizer for a ``moe_asr.package.ModelPackage``."""
+        shift = package.config.data.features.frame_shift_ms / 1000.0
+        return cls(package.model, package.tokenizer, cfg, package.label_vocab, frame_shift_s=shift)
+
+    @torch.no_grad()
+    def recognize(self, feats: list[Tensor], routing=None) -> list[Recognition]:
+        """feats: list of (T_i, F) raw fbank -> one Recognition per item, in order."""
+        device = self.model.cmvn_mean.device
+        x, lens = pad_features(feats)
+        enc = self.model.encode(x.to(device), lens.to(device), routing)
+        log_probs = self.model.ctc_log_probs(enc)  # (B, T', V)
+        out_lens = enc.lens
+        mode = self.cfg.mode
+        if mode == "ctc_greedy":
+            nbests = ctc_greedy(log_probs, out_lens)
+        elif mode == "ctc_prefix_beam":
+            assert self._beam is not None
+            nbests = self._beam(log_probs, out_lens)
+        elif mode == "attention_rescoring":
+            assert self._beam is not None
+            nbests = [
+                attention_rescore(
+                    self.model.decoder,
+                    enc.out[b, : int(out_lens[b])],
+                    log_probs[b, : int(out_lens[b])],
+                    hyps,
+                    ctc_weight=self.cfg.ctc_weight,
+                    sos=self.sos,
+                    eos=self.eos,
+                )
+                for b, hyps in enumerate(self._beam(log_probs, out_lens))
+            ]
+        else:
+            nbests = [
+                joint_beam_search(
+                    log_probs[b, : int(out_lens[b])],
+                    enc.out[b, : int(out_lens[b])],
+                    self.model.decoder.step,
+                    beam=self.cfg.beam,
+                    ctc_weight=self.cfg.ctc_weight,
+                    sos=self.sos,
+                    eos=self.eos,
+                    nbest=self.cfg.nbest,
+                )
+                for b in range(x.shape[0])
+            ]
+        labels = self._label_probs(enc.label_logits, enc.router_stats)
+        results = []
+        for b, hyps in enumerate(nbests):
+            hyps = hyps[: self.cfg.nbest]
+            best = hyps[0]
+            results.append(
+                Recognition(
+                    text=self.tokenizer.decode(best.tokens),
+                    tokens=list(best.tokens),
+                    score=best.score,
+                    nbest=[(self.tokenizer.decode(h.tokens), h.score) for h in hyps],
+                    hyps=hyps,
+                    log_probs=log_probs[b, : int(out_lens[b])].cpu(),
+                    labels={name: probs[b] for name, probs in labels.items()},
+                )
+            )
+        return results
+
+    def _label_probs(self, label_logits: dict[str, Tensor], router_stats: list) -> dict:
+        """name -> per item {value: probability} (unk excluded): from the label head, else
+        from the routers trained with the label loss (group score = logsumexp of the
+        group's expert logits, frame log-softmax averaged over real frames and layers)."""
+        out: dict[str, list[dict[str, float]]] = {}
+        if self.label_vocab is None:
+            return out
+        logits_by_name = dict(label_logits)
+        guide = self.model.cfg.moe.guidance
+        if guide.router_loss_weight > 0 and router_stats:
+            layers = set(guide.router_loss_layers or self.model.moe_layers)
+            for name in guide.labels[:1]:  # the router loss guides by the first label
+                if name in logits_by_name:
+                    continue
+                n_values = self.label_vocab.size(name) - 1
+                per_layer = []
+                for st in router_stats:
+                    if st.layer not in layers:
+                        continue
+                    groups = expert_groups(st.logits.shape[-1], n_values)
+                    score = torch.stack([st.logits[..., g].logsumexp(-1) for g in groups], -1)
+                    m = st.mask[..., None].float()  # (B, T, 1)
+                    mean = (score.log_softmax(-1) * m).sum(1) / m.sum(1).clamp_min(1)
+                    per_layer.append(mean)  # (B, G)
+                if per_layer:
+                    avg = torch.stack(per_layer).mean(0)
+                    logits_by_name[name] = torch.cat(
+                        [avg.new_full((avg.shape[0], 1), -1e4), avg], 1
+                    )
+        for name, logits in logits_by_name.items():
+            values = self.label_vocab.values[name]
+            probs = logits[:, 1:].float().softmax(-1).cpu()
+            out[name] = [{v: round(float(p), 4) for v, p in zip(values[1:], row)} for row in probs]
+        return out

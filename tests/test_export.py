@@ -1,0 +1,83 @@
+"""`moe-asr export`: the ONNX / TorchScript encoder + CTC head agrees with PyTorch on new
+batch and time sizes; int8 export is smaller and still decodes the memorised texts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from moe_asr.cli import main
+from moe_asr.data.features import compute_fbank
+from moe_asr.decode.ctc import ctc_greedy
+from moe_asr.decode.search import pad_features
+from moe_asr.export import _EncoderCtc, _run_onnx, export_model
+from moe_asr.package import load_package
+from tests.decode_model import TEXTS, train_tiny_package
+from tests.tone_corpus import tone_wave
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    model = train_tiny_package(root / "exp")
+    pkg = load_package(model)
+    feats = [
+        compute_fbank(tone_wave(t, seed=i), pkg.config.data.features) for i, t in enumerate(TEXTS)
+    ]
+    x, lens = pad_features(feats)  # batch 4, a time size the export never saw
+    with torch.no_grad():
+        ref, ref_lens = _EncoderCtc(pkg.model)(x, lens)
+    return {"model": model, "pkg": pkg, "x": x, "lens": lens, "ref": ref, "ref_lens": ref_lens}
+
+
+def _texts(pkg, log_probs, lens):
+    return [pkg.tokenizer.decode(h[0].tokens) for h in ctc_greedy(log_probs, lens)]
+
+
+def _assert_close(got, ref, lens, tol):
+    for i, n in enumerate(lens.tolist()):
+        assert (got[i, :n] - ref[i, :n]).abs().max() < tol
+
+
+def test_onnx_matches_pytorch_on_new_shapes(setup, capsys):
+    assert main(["export", "--model", str(setup["model"]), "--format", "onnx"]) == 0
+    out = setup["model"].with_name("model.onnx")
+    assert out.is_file() and str(out) in capsys.readouterr().out
+    lp, lens = _run_onnx(out, setup["x"], setup["lens"])
+    assert lens.tolist() == setup["ref_lens"].tolist()
+    _assert_close(lp, setup["ref"], lens, 1e-3)
+    assert _texts(setup["pkg"], lp, lens) == TEXTS
+    meta = json.loads(out.with_name("model.onnx.json").read_text())
+    assert meta["tokens"] == setup["pkg"].tokenizer.tokens and meta["frame_seconds"] == 0.04
+    # an existing export is not overwritten silently
+    assert main(["export", "--model", str(setup["model"]), "--format", "onnx"]) == 1
+    assert "exists" in capsys.readouterr().err
+
+
+def test_torchscript_matches_pytorch_on_new_shapes(setup, tmp_path):
+    res = export_model(setup["pkg"], tmp_path / "m.ts", format="torchscript")
+    assert res.max_abs_diff < 1e-4 and res.argmax_agreement == 1.0
+    lp, lens = torch.jit.load(res.path)(setup["x"], setup["lens"])
+    _assert_close(lp, setup["ref"], setup["ref_lens"], 1e-4)
+    single = torch.jit.load(res.path)(setup["x"][2:3, :100], torch.tensor([100]))
+    with torch.no_grad():
+        want = _EncoderCtc(setup["pkg"].model)(setup["x"][2:3, :100], torch.tensor([100]))
+    _assert_close(single[0], want[0], want[1], 1e-4)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_int8_is_smaller_and_decodes_the_same_texts(setup, tmp_path, fmt):
+    fp32 = export_model(setup["pkg"], tmp_path / f"m.{fmt}", format=fmt)
+    int8 = export_model(setup["pkg"], tmp_path / f"m.int8.{fmt}", format=fmt, int8=True)
+    assert int8.size_bytes < fp32.size_bytes
+    assert fp32.max_abs_diff < 1e-3 and fp32.argmax_agreement == 1.0
+    assert int8.max_abs_diff > 0 and int8.argmax_agreement > 0.8
+    if fmt == "onnx":
+        lp, lens = _run_onnx(int8.path, setup["x"], setup["lens"])
+    else:
+        lp, lens = torch.jit.load(int8.path)(setup["x"], setup["lens"])
+    assert _texts(setup["pkg"], lp, lens) == TEXTS
