@@ -97,7 +97,7 @@ class ModelConfig:
     dropout: float = 0.1
     subsampling: int = 4  # 4 | 6 | 8
     subsampling_channels: int = 32
-    max_rel_pos: int = 64  # relative-position bias clipped at +-this many frames (after subsampling)
+    max_rel_pos: int = 64  # rel-pos bias clipped at +-this many (subsampled) frames
     # dropout on attention weights (encoder and decoder); > 0 makes SDPA leave its fused CPU
     # kernel (about 10x slower attention), so off by default as in WeNet's recipes
     attention_dropout: float = 0.0

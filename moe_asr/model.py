@@ -1,0 +1,490 @@
+"""AsrModel: global CMVN, MoE Conformer encoder, CTC head, attention decoder, all losses.
+
+Token ids: blank = 0, unk = 1, sos = eos = vocab_size - 1; ``tokens`` are padded with -1.
+Labels (``{"accent": LongTensor (B,)}``) use the ``LabelVocab`` ids, 0 = unk.
+
+Losses (``ModelOutput``): ``loss = ctc_weight * ctc + (1 - ctc_weight) * att + moe_balance
++ z_loss + diversity + label_loss``; the last four are already multiplied by their
+coefficients (zero when unused). ``ctc`` is summed over the batch and divided by the
+number of target tokens; ``att`` is the label-smoothed cross-entropy per token.
+
+Label guidance of the routers (accent / noise labels): see ``moe_asr.nn.guidance``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from moe_asr.config import ConfigError, ModelConfig
+from moe_asr.data.labels import LabelVocab
+from moe_asr.errors import UserError
+from moe_asr.nn.conformer import ConformerEncoder, RouteFn, lengths_to_mask
+from moe_asr.nn.decoder import TransformerDecoder
+from moe_asr.nn.guidance import LabelGuidance
+from moe_asr.nn.moe import (
+    FeedForward,
+    MoEFeedForward,
+    MoERouting,
+    RouterStats,
+    expert_groups,
+    importance_cv2,
+    load_balance_loss,
+    router_z_loss,
+)
+
+__all__ = [
+    "RoutingOptions",
+    "EncoderOutput",
+    "ModelOutput",
+    "AsrModel",
+    "build_model",
+    "moe_layer_indices",
+    "ParamRow",
+    "parameter_summary",
+]
+
+_ROUTING_MODES = ("free", "forced", "oracle")
+
+
+@dataclass(kw_only=True)
+class RoutingOptions:
+    """Inference routing: ``free`` (label-free, default), ``forced`` (route as if the
+    labels were ``forced``: label name -> value), ``oracle`` (use the labels passed in);
+    ``expert_mask``: layer index -> experts disabled in both feed-forwards of that layer."""
+
+    mode: str = "free"
+    forced: dict[str, str] = field(default_factory=dict)
+    expert_mask: dict[int, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class EncoderOutput:
+    """out: (B, T', D); lens: (B,); router_stats: one per MoE feed-forward, in layer order;
+    label_logits: name -> (B, V_name) from the (d) estimate head (index 0 = unk, never chosen)."""
+
+    out: Tensor
+    lens: Tensor
+    router_stats: list[RouterStats]
+    label_logits: dict[str, Tensor]
+
+
+@dataclass
+class ModelOutput:
+    """Scalar losses (zero when unused) plus what the router decided."""
+
+    loss: Tensor
+    ctc: Tensor
+    att: Tensor
+    moe_balance: Tensor
+    z_loss: Tensor
+    diversity: Tensor
+    label_loss: Tensor
+    router_stats: list[RouterStats]
+    label_logits: dict[str, Tensor]
+
+
+def moe_layer_indices(spec: str, num_layers: int) -> list[int]:
+    """``all`` | ``every_other`` (1, 3, 5, ...) | comma-separated 0-based indices."""
+    spec = spec.strip()
+    if spec == "all":
+        return list(range(num_layers))
+    if spec == "every_other":
+        return list(range(1, num_layers, 2))
+    try:
+        idx = sorted({int(p) for p in spec.split(",") if p.strip()})
+    except ValueError:
+        raise ConfigError(
+            f"model.moe.layers={spec!r}: expected all, every_other or 0-based indices like 1,3,5"
+        ) from None
+    bad = [i for i in idx if not 0 <= i < num_layers]
+    if bad:
+        raise ConfigError(
+            f"model.moe.layers={spec!r}: indices {bad} outside 0..{num_layers - 1} "
+            f"(model.num_layers={num_layers})"
+        )
+    return idx
+
+
+class AsrModel(nn.Module):
+    """Hybrid CTC/attention MoE Conformer. Build with ``build_model``."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | None) -> None:
+        super().__init__()
+        _check_config(cfg, vocab_size, label_vocab)
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.label_vocab = label_vocab
+        self.blank, self.unk, self.sos, self.eos = 0, 1, vocab_size - 1, vocab_size - 1
+        moe = cfg.moe
+        guide = moe.guidance
+        self.moe_layers = moe_layer_indices(moe.layers, cfg.num_layers) if cfg.ffn == "moe" else []
+        moe_set = set(self.moe_layers)
+
+        def make_ffn(i: int) -> nn.Module:
+            if i not in moe_set:
+                return FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
+            return MoEFeedForward(
+                cfg.d_model,
+                cfg.d_ff,
+                moe.num_experts,
+                moe.top_k,
+                dropout=cfg.dropout,
+                capacity_factor=moe.capacity_factor,
+                noisy_gate_std=moe.noisy_gate_std,
+                num_shared_experts=moe.num_shared_experts,
+                probe_diversity=moe.output_diversity_weight > 0,
+            )
+
+        self.register_buffer("cmvn_mean", torch.zeros(cfg.input_dim))
+        self.register_buffer("cmvn_std", torch.ones(cfg.input_dim))
+        self.encoder = ConformerEncoder(
+            input_dim=cfg.input_dim,
+            d_model=cfg.d_model,
+            num_heads=cfg.num_heads,
+            num_layers=cfg.num_layers,
+            conv_kernel=cfg.conv_kernel,
+            dropout=cfg.dropout,
+            subsampling=cfg.subsampling,
+            subsampling_channels=cfg.subsampling_channels,
+            max_rel_pos=cfg.max_rel_pos,
+            make_ffn=make_ffn,
+            attention_dropout=cfg.attention_dropout,
+        )
+        self.ctc_head = nn.Linear(cfg.d_model, vocab_size)
+        dec = cfg.decoder
+        self.decoder = TransformerDecoder(
+            vocab_size,
+            cfg.d_model,
+            dec.num_heads,
+            dec.num_layers,
+            dec.d_ff,
+            dec.dropout,
+            cfg.attention_dropout,
+        )
+        self.guide_names = list(guide.labels) if self.moe_layers else []
+        self.guidance = None
+        if self.guide_names:
+            assert label_vocab is not None
+            self.guidance = LabelGuidance(
+                cfg.d_model, moe.num_experts, self.moe_layers, guide, label_vocab
+            )
+
+    # ------------------------------------------------------------------ inference API
+    def set_cmvn(self, mean: Tensor, std: Tensor) -> None:
+        """Global CMVN applied at the start of ``encode``: mean (F,), std (F,) > 0."""
+        if mean.shape != self.cmvn_mean.shape or std.shape != self.cmvn_std.shape:
+            raise UserError(
+                f"CMVN stats have shape {tuple(mean.shape)}/{tuple(std.shape)}, the model "
+                f"expects ({self.cmvn_mean.numel()},): recompute them with the model's features"
+            )
+        if not bool((std > 0).all()):
+            raise UserError("CMVN std has entries <= 0; recompute the CMVN statistics")
+        self.cmvn_mean.copy_(mean)
+        self.cmvn_std.copy_(std)
+
+    def encode(
+        self,
+        feats: Tensor,
+        feat_lens: Tensor,
+        routing: RoutingOptions | None = None,
+        labels: dict[str, Tensor] | None = None,
+    ) -> EncoderOutput:
+        """feats: (B, T, F) raw fbank, feat_lens: (B,) -> EncoderOutput.
+
+        ``routing=None`` means: training with labels -> oracle labels (with label dropout),
+        otherwise label-free. ``labels`` are needed for ``mode="oracle"``.
+        """
+        if routing is None:
+            mode = "oracle" if self.training and labels else "free"
+            routing = RoutingOptions(mode=mode)
+        self._check_routing(routing, labels)
+        need = self.encoder.frontend.min_input_frames
+        short = (feat_lens < need).nonzero().flatten().tolist()
+        if short:
+            raise UserError(
+                f"batch item(s) {short} have fewer than {need} feature frames (subsampling "
+                f"{self.cfg.subsampling} needs {need}); drop such short utterances"
+            )
+        mask = lengths_to_mask(feat_lens, feats.shape[1])
+        x = (feats - self.cmvn_mean) / self.cmvn_std
+        x = x.masked_fill(~mask[..., None], 0.0)
+        label_logits: dict[str, Tensor] = {}
+        route_fn = self._route_fn(routing, labels, feats.shape[0], label_logits)
+        out, lens, stats = self.encoder(x, feat_lens, route_fn)
+        return EncoderOutput(out=out, lens=lens, router_stats=stats, label_logits=label_logits)
+
+    def ctc_log_probs(self, enc_out: Tensor | EncoderOutput) -> Tensor:
+        """(B, T', D) encoder states (or an EncoderOutput) -> (B, T', V) float32 log-probs."""
+        h = enc_out.out if isinstance(enc_out, EncoderOutput) else enc_out
+        return self.ctc_head(h).float().log_softmax(-1)
+
+    # ------------------------------------------------------------------ training
+    def forward(
+        self,
+        feats: Tensor,
+        feat_lens: Tensor,
+        tokens: Tensor,
+        token_lens: Tensor,
+        labels: dict[str, Tensor] | None = None,
+        routing: RoutingOptions | None = None,
+    ) -> ModelOutput:
+        """feats (B, T, F), feat_lens (B,), tokens (B, L) padded with -1, token_lens (B,)."""
+        self._check_tokens(tokens, token_lens)
+        enc = self.encode(feats, feat_lens, routing, labels)
+        zero = enc.out.new_zeros((), dtype=torch.float32)
+        w = self.cfg.ctc_weight
+        ctc = self._ctc_loss(enc, tokens, token_lens) if w > 0 else zero
+        att = self._att_loss(enc, tokens, token_lens) if w < 1 else zero
+        balance, z, diversity = self._moe_losses(enc.router_stats, zero)
+        label_loss = self._label_loss(enc, labels, zero)
+        loss = w * ctc + (1 - w) * att + balance + z + diversity + label_loss
+        return ModelOutput(
+            loss=loss,
+            ctc=ctc,
+            att=att,
+            moe_balance=balance,
+            z_loss=z,
+            diversity=diversity,
+            label_loss=label_loss,
+            router_stats=enc.router_stats,
+            label_logits=enc.label_logits,
+        )
+
+    def _ctc_loss(self, enc: EncoderOutput, tokens: Tensor, token_lens: Tensor) -> Tensor:
+        log_probs = self.ctc_log_probs(enc.out).transpose(0, 1)  # (T', B, V)
+        loss = F.ctc_loss(
+            log_probs,
+            tokens.clamp_min(0),
+            enc.lens,
+            token_lens,
+            blank=self.blank,
+            reduction="sum",
+            zero_infinity=True,
+        )
+        return loss / token_lens.sum().clamp_min(1)
+
+    def _att_loss(self, enc: EncoderOutput, tokens: Tensor, token_lens: Tensor) -> Tensor:
+        b, length = tokens.shape
+        pad = torch.arange(length, device=tokens.device)[None] >= token_lens[:, None]
+        sos = tokens.new_full((b, 1), self.sos)
+        ys_in = torch.cat([sos, tokens.masked_fill(pad, self.eos)], 1)  # (B, L+1)
+        ys_out = torch.cat([tokens.masked_fill(pad, -1), tokens.new_full((b, 1), -1)], 1)
+        ys_out[torch.arange(b, device=tokens.device), token_lens] = self.eos
+        logits = self.decoder(enc.out, enc.lens, ys_in)  # (B, L+1, V)
+        return F.cross_entropy(
+            logits.float().reshape(-1, self.vocab_size),
+            ys_out.reshape(-1),
+            ignore_index=-1,
+            label_smoothing=self.cfg.lsm_weight,
+        )
+
+    def _moe_losses(self, stats: list[RouterStats], zero: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if not stats:
+            return zero, zero, zero
+        moe = self.cfg.moe
+        n = len(stats)
+        balance = z = diversity = zero
+        if moe.balance_weight > 0:
+            balance = moe.balance_weight * sum(load_balance_loss(s) for s in stats) / n
+        if moe.z_loss_weight > 0:
+            z = moe.z_loss_weight * sum(router_z_loss(s) for s in stats) / n
+        if moe.importance_cv_weight > 0:
+            diversity = moe.importance_cv_weight * sum(importance_cv2(s) for s in stats) / n
+        sims = [s.output_similarity for s in stats if s.output_similarity is not None]
+        if moe.output_diversity_weight > 0 and sims:
+            diversity = diversity + moe.output_diversity_weight * sum(sims) / len(sims)
+        return balance, z, diversity
+
+    def _label_loss(
+        self, enc: EncoderOutput, labels: dict[str, Tensor] | None, zero: Tensor
+    ) -> Tensor:
+        if not labels or self.guidance is None:
+            return zero
+        return self.guidance.label_loss(enc.router_stats, enc.label_logits, labels, zero)
+
+    # ------------------------------------------------------------------ routing
+    def _route_fn(
+        self,
+        routing: RoutingOptions,
+        labels: dict[str, Tensor] | None,
+        batch: int,
+        label_logits: dict[str, Tensor],
+    ) -> RouteFn | None:
+        """Per-call routing closure; writes the (d) estimate into ``label_logits``."""
+        if not self.moe_layers:
+            return None
+        moe_set = set(self.moe_layers)
+        guidance = self.guidance
+        plan = None
+        if guidance is not None:
+            device = self.cmvn_mean.device
+            plan = guidance.plan(routing.mode, routing.forced, labels, batch, device)
+
+        def route(i: int, h: Tensor, mask: Tensor) -> MoERouting | None:
+            cond = allowed = None
+            if guidance is not None and plan is not None:
+                cond, allowed = guidance.layer_inputs(plan, i, h, mask, label_logits)
+            disabled = tuple(routing.expert_mask.get(i, ()))
+            if i not in moe_set or (cond is None and allowed is None and not disabled):
+                return None
+            return MoERouting(cond=cond, allowed=allowed, disabled=disabled)
+
+        return route
+
+    # ------------------------------------------------------------------ checks
+    def _check_routing(self, routing: RoutingOptions, labels: dict[str, Tensor] | None) -> None:
+        if routing.mode not in _ROUTING_MODES:
+            raise UserError(
+                f"routing mode {routing.mode!r} is unknown; use one of {', '.join(_ROUTING_MODES)}"
+            )
+        if routing.mode == "oracle" and not labels:
+            raise UserError("routing mode 'oracle' needs the utterance labels (utt2<label> files)")
+        for name, value in routing.forced.items():
+            if name not in self.guide_names:
+                raise UserError(
+                    f"cannot force label {name!r}: the model was trained with label guidance "
+                    f"on {self.guide_names or 'no labels'}"
+                )
+            assert self.label_vocab is not None
+            known = self.label_vocab.values[name][1:]
+            if value not in known:
+                raise UserError(
+                    f"cannot force {name}={value!r}: the model knows {', '.join(known)}"
+                )
+        for layer, experts in routing.expert_mask.items():
+            if layer not in self.moe_layers:
+                raise UserError(
+                    f"expert mask names layer {layer}, but the MoE layers are {self.moe_layers}"
+                )
+            e = self.cfg.moe.num_experts
+            bad = [x for x in experts if not 0 <= x < e]
+            if bad:
+                raise UserError(f"expert mask for layer {layer}: experts {bad} not in 0..{e - 1}")
+            if e - len(set(experts)) < self.cfg.moe.top_k:
+                raise UserError(
+                    f"expert mask for layer {layer} leaves {e - len(set(experts))} expert(s), "
+                    f"fewer than top_k={self.cfg.moe.top_k}"
+                )
+        for name, ids in (labels or {}).items():
+            if name in self.guide_names and ids.numel():
+                assert self.label_vocab is not None
+                size = self.label_vocab.size(name)
+                if int(ids.min()) < 0 or int(ids.max()) >= size:
+                    raise UserError(f"label {name!r} ids must be in 0..{size - 1} (0 = unk)")
+
+    def _check_tokens(self, tokens: Tensor, token_lens: Tensor) -> None:
+        if tokens.shape[0] != token_lens.shape[0]:
+            raise UserError(f"tokens has {tokens.shape[0]} rows, token_lens {token_lens.shape[0]}")
+        mask = lengths_to_mask(token_lens, tokens.shape[1])
+        real = tokens[mask]
+        if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.vocab_size):
+            raise UserError(
+                f"token ids must be in 0..{self.vocab_size - 1}; the tokenizer and the model's "
+                "vocab_size disagree"
+            )
+
+
+def _check_config(cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | None) -> None:
+    if vocab_size < 3:
+        raise ConfigError(f"vocab_size={vocab_size}: need blank, unk and <sos/eos> at least")
+    if cfg.ffn not in ("dense", "moe"):
+        raise ConfigError(f"model.ffn={cfg.ffn!r}: use dense or moe")
+    if not 0.0 <= cfg.ctc_weight <= 1.0:
+        raise ConfigError(f"model.ctc_weight={cfg.ctc_weight} must be in [0, 1]")
+    moe = cfg.moe
+    if cfg.ffn == "moe" and not 1 <= moe.top_k <= moe.num_experts:
+        raise ConfigError(
+            f"model.moe.top_k={moe.top_k} must be in 1..model.moe.num_experts={moe.num_experts}"
+        )
+    guide = moe.guidance
+    if cfg.ffn != "moe" or not guide.labels:
+        return
+    if label_vocab is None or any(n not in label_vocab.values for n in guide.labels):
+        have = label_vocab.names if label_vocab else []
+        raise ConfigError(
+            f"model.moe.guidance.labels={guide.labels} but the label vocabulary has {have}: "
+            "train on a data dir with the matching utt2<label> files"
+        )
+    if guide.utterance_estimate and not 0 <= guide.estimate_layer < cfg.num_layers - 1:
+        raise ConfigError(
+            f"model.moe.guidance.estimate_layer={guide.estimate_layer} must be in "
+            f"0..{cfg.num_layers - 2} (0-based; later layers receive the estimate)"
+        )
+    if guide.router_loss_weight > 0 or guide.hard_groups:
+        names = guide.labels if guide.router_loss_weight > 0 else guide.labels[:1]
+        for n in names:
+            values = label_vocab.size(n) - 1
+            if values < 1 or moe.num_experts < values:
+                raise ConfigError(
+                    f"label {n!r} has {values} values but model.moe.num_experts="
+                    f"{moe.num_experts}: groups of experts per value need num_experts >= values"
+                )
+            if guide.hard_groups and n == guide.labels[0]:
+                smallest = min(len(g) for g in expert_groups(moe.num_experts, values))
+                if smallest < moe.top_k:
+                    raise ConfigError(
+                        f"hard groups give {smallest} expert(s) per {n} value, fewer than "
+                        f"top_k={moe.top_k}; raise num_experts or lower top_k"
+                    )
+
+
+def build_model(cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | None) -> AsrModel:
+    """The model from config + vocabulary sizes only (so a state_dict restores it)."""
+    return AsrModel(cfg, vocab_size, label_vocab)
+
+
+@dataclass
+class ParamRow:
+    """Parameter count of one model component; ``active``: used per frame (MoE: top-k experts)."""
+
+    component: str
+    total: int
+    active: int
+
+
+def parameter_summary(model: AsrModel) -> list[ParamRow]:
+    """Total and active-per-frame parameters per component, then a ``total`` row.
+
+    Active = total minus the (num_experts - top_k) experts a frame does not use in every
+    MoE feed-forward (the figure MoE papers compare); embeddings and the decoder count fully.
+    """
+    rows: dict[str, list[int]] = {}
+
+    def add(name: str, total: int, active: int) -> None:
+        r = rows.setdefault(name, [0, 0])
+        r[0] += total
+        r[1] += active
+
+    moe_params: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, MoEFeedForward):
+            router = sum(p.numel() for p in module.router.parameters())
+            experts = sum(p.numel() for p in module.experts.parameters())
+            shared = sum(p.numel() for p in module.shared.parameters())
+            add("encoder.moe.router", router, router)
+            add("encoder.moe.experts", experts, experts * module.top_k // module.num_experts)
+            add("encoder.moe.shared", shared, shared)
+            moe_params.update(id(p) for p in module.parameters())
+    for name, p in model.named_parameters():
+        if id(p) in moe_params:
+            continue
+        if name.startswith(("encoder.frontend", "encoder.pos_bias")):
+            comp = "encoder.frontend"
+        elif name.startswith("encoder."):
+            part = name.split(".")[3]  # encoder.layers.<i>.<part>...
+            comp = {
+                "attn": "encoder.attention",
+                "conv": "encoder.conv",
+                "ff1": "encoder.ffn",
+                "ff2": "encoder.ffn",
+            }.get(part, "encoder.norms")
+        else:
+            comp = name.split(".")[0]  # ctc_head, decoder, guidance
+        add(comp, p.numel(), p.numel())
+    out = [ParamRow(k, v[0], v[1]) for k, v in rows.items()]
+    out.append(ParamRow("total", sum(r.total for r in out), sum(r.active for r in out)))
+    return out

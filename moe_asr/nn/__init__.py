@@ -1,0 +1,22 @@
+"""Neural network building blocks: attention, MoE feed-forward, Conformer encoder, decoder."""
+
+from moe_asr.nn.attention import MultiHeadAttention, RelPositionBias
+from moe_asr.nn.conformer import ConformerEncoder, ConformerLayer, Conv2dSubsampling, ConvModule
+from moe_asr.nn.decoder import TransformerDecoder
+from moe_asr.nn.guidance import LabelGuidance
+from moe_asr.nn.moe import FeedForward, MoEFeedForward, MoERouting, RouterStats
+
+__all__ = [
+    "MultiHeadAttention",
+    "RelPositionBias",
+    "ConformerEncoder",
+    "ConformerLayer",
+    "Conv2dSubsampling",
+    "ConvModule",
+    "TransformerDecoder",
+    "LabelGuidance",
+    "FeedForward",
+    "MoEFeedForward",
+    "MoERouting",
+    "RouterStats",
+]

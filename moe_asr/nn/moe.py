@@ -1,0 +1,291 @@
+"""Mixture-of-Experts feed-forward: router, experts, index-based dispatch, auxiliary losses.
+
+``MoEFeedForward.forward(x (B, T, D), mask (B, T), routing) -> (y (B, T, D), RouterStats)``.
+The module keeps no loss state: every auxiliary loss is a function of ``RouterStats``
+and the padding mask, computed by the model (``load_balance_loss``, ``router_z_loss``,
+``importance_cv2``, ``output_similarity``).
+
+Dispatch: only real (non-padded) frames are routed. The (frame, choice) assignments
+are sorted by expert (stable ``argsort``), each expert runs once on its contiguous
+slice (the same ``FeedForward`` as the dense layer), and the weighted outputs are
+summed back with ``index_add_``. No one-hot (tokens x experts x capacity) tensor and no
+Python loop over tokens; the only loop is over experts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "FeedForward",
+    "RouterStats",
+    "MoERouting",
+    "MoEFeedForward",
+    "expert_groups",
+    "load_balance_loss",
+    "router_z_loss",
+    "importance_cv2",
+    "output_similarity",
+]
+
+_DIVERSITY_PROBE_FRAMES = 64
+
+
+class FeedForward(nn.Module):
+    """Linear-Swish-Dropout-Linear (torchaudio / WeNet Conformer); dense FFN and every expert.
+
+    ``forward(x (..., D)) -> (..., D)``.
+    """
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(d_model, d_ff)
+        self.dropout = nn.Dropout(dropout)
+        self.w2 = nn.Linear(d_ff, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(self.dropout(F.silu(self.w1(x))))
+
+
+@dataclass
+class RouterStats:
+    """What one MoE feed-forward decided for a batch; padded frames hold zeros.
+
+    probs: (B, T, E) softmax of the routing logits (after gate noise, expert masks and
+        hard label groups); logits: (B, T, E) clean router logits (before noise/masks);
+    topk_idx: (B, T, k) long; topk_weight: (B, T, k) combine weights;
+    mask: (B, T) bool, True = real frame; layer: encoder layer index (0-based);
+    half: 0 = first macaron feed-forward of the layer, 1 = second;
+    output_similarity: scalar (mean squared cosine similarity of expert outputs on a
+        probe of frames) when the diversity penalty is on in training, else None.
+    """
+
+    probs: Tensor
+    logits: Tensor
+    topk_idx: Tensor
+    topk_weight: Tensor
+    mask: Tensor
+    layer: int = 0
+    half: int = 0
+    output_similarity: Tensor | None = None
+
+
+@dataclass
+class MoERouting:
+    """Per-call routing inputs for one MoE layer.
+
+    cond: (B, D) added to every frame's router input (label embedding), or None;
+    allowed: (B, E) bool, experts each utterance may use (hard label groups), or None;
+    disabled: experts switched off for everyone (inference expert mask).
+    """
+
+    cond: Tensor | None = None
+    allowed: Tensor | None = None
+    disabled: tuple[int, ...] = ()
+
+
+def expert_groups(num_experts: int, num_groups: int) -> list[list[int]]:
+    """Partition experts into ``num_groups`` contiguous blocks (sizes differ by at most one)."""
+    if num_groups < 1 or num_experts < num_groups:
+        raise ValueError(f"cannot split {num_experts} experts into {num_groups} groups")
+    bounds = [g * num_experts // num_groups for g in range(num_groups + 1)]
+    return [list(range(bounds[g], bounds[g + 1])) for g in range(num_groups)]
+
+
+class MoEFeedForward(nn.Module):
+    """Top-k routed feed-forward experts plus optional shared experts.
+
+    Routing: softmax over router logits, top-k; for k > 1 the k weights are renormalised
+    to sum to 1 (for k = 1 the weight stays the router probability, as in Switch:
+    renormalising would make it 1 and cut the router off from the task gradient).
+    ``capacity_factor`` > 0 caps each expert at ``ceil(cf * N * k / E)`` assignments of
+    the N real frames; first choices take precedence over second choices, then frame
+    order; an overflowing assignment contributes nothing (the frame passes through the
+    residual). ``capacity_factor`` = 0 is dropless.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        num_experts: int,
+        top_k: int,
+        *,
+        dropout: float = 0.0,
+        capacity_factor: float = 0.0,
+        noisy_gate_std: float = 0.0,
+        num_shared_experts: int = 0,
+        probe_diversity: bool = False,
+    ) -> None:
+        super().__init__()
+        if not 1 <= top_k <= num_experts:
+            raise ValueError(f"top_k={top_k} must be between 1 and num_experts={num_experts}")
+        self.num_experts = num_experts
+        self.top_k = top_k
+        self.capacity_factor = capacity_factor
+        self.noisy_gate_std = noisy_gate_std
+        self.probe_diversity = probe_diversity
+        self.router = nn.Linear(d_model, num_experts, bias=False)
+        self.experts = nn.ModuleList(
+            FeedForward(d_model, d_ff, dropout) for _ in range(num_experts)
+        )
+        self.shared = nn.ModuleList(
+            FeedForward(d_model, d_ff, dropout) for _ in range(num_shared_experts)
+        )
+
+    def forward(
+        self, x: Tensor, mask: Tensor, routing: MoERouting | None = None
+    ) -> tuple[Tensor, RouterStats]:
+        """x: (B, T, D), mask: (B, T) True = real -> y (B, T, D) (zeros at padding), stats."""
+        b, t, d = x.shape
+        flat = x.reshape(b * t, d)
+        real = mask.reshape(-1).nonzero().squeeze(1)  # (N,)
+        all_real = real.numel() == b * t
+        xr = flat if all_real else flat.index_select(0, real)  # (N, D)
+        utt = real // t  # (N,) utterance of each real frame
+
+        router_in = xr
+        if routing is not None and routing.cond is not None:
+            router_in = xr + routing.cond.to(xr.dtype).index_select(0, utt)
+        logits = self.router(router_in).float()  # (N, E)
+        sel = logits
+        if self.training and self.noisy_gate_std > 0:
+            sel = sel + torch.randn_like(sel) * self.noisy_gate_std
+        if routing is not None and (routing.allowed is not None or routing.disabled):
+            allowed = torch.ones(self.num_experts, dtype=torch.bool, device=x.device)
+            if routing.disabled:
+                allowed[list(routing.disabled)] = False
+            allowed = allowed.expand(b, -1)
+            if routing.allowed is not None:
+                allowed = allowed & routing.allowed
+            sel = sel.masked_fill(~allowed.index_select(0, utt), float("-inf"))
+        probs = sel.softmax(-1)  # (N, E)
+        topw, topi = probs.topk(self.top_k, dim=-1)  # (N, k)
+        if self.top_k > 1:
+            topw = topw / topw.sum(-1, keepdim=True).clamp_min(1e-9)
+
+        y = self._dispatch(xr, topi, topw.to(xr.dtype))
+        for expert in self.shared:
+            y = y + expert(xr)
+        similarity = None
+        if self.training and self.probe_diversity and self.num_experts > 1 and xr.shape[0]:
+            pick = torch.randperm(xr.shape[0], device=x.device)[:_DIVERSITY_PROBE_FRAMES]
+            probe = xr.index_select(0, pick)
+            similarity = output_similarity(torch.stack([e(probe) for e in self.experts]))
+
+        if all_real:
+            out = y.view(b, t, d)
+            stats = RouterStats(
+                probs=probs.view(b, t, -1),
+                logits=logits.view(b, t, -1),
+                topk_idx=topi.view(b, t, -1),
+                topk_weight=topw.view(b, t, -1),
+                mask=mask,
+                output_similarity=similarity,
+            )
+        else:
+            out = _unflatten(y, real, b, t)
+            stats = RouterStats(
+                probs=_unflatten(probs, real, b, t),
+                logits=_unflatten(logits, real, b, t),
+                topk_idx=_unflatten(topi, real, b, t),
+                topk_weight=_unflatten(topw, real, b, t),
+                mask=mask,
+                output_similarity=similarity,
+            )
+        return out, stats
+
+    def _dispatch(self, x: Tensor, idx: Tensor, weight: Tensor) -> Tensor:
+        """x: (N, D), idx/weight: (N, k) -> (N, D) = sum_k weight * expert_idx(x)."""
+        n, k = idx.shape
+        if self.capacity_factor > 0:
+            # choice-major order: all first choices, then all second choices, ...
+            flat_e = idx.t().reshape(-1)  # (k*N,)
+            flat_w = weight.t().reshape(-1)
+            token_of = torch.arange(n, device=x.device).repeat(k)
+        else:
+            flat_e = idx.reshape(-1)  # (N*k,)
+            flat_w = weight.reshape(-1)
+            token_of = torch.arange(n, device=x.device).repeat_interleave(k)
+        order = torch.argsort(flat_e, stable=True)  # assignments grouped by expert
+        counts = torch.bincount(flat_e, minlength=self.num_experts)  # (E,)
+        if self.capacity_factor > 0:
+            cap = math.ceil(self.capacity_factor * n * k / self.num_experts)
+            starts = torch.cumsum(counts, 0) - counts
+            rank = torch.arange(order.numel(), device=x.device) - starts.repeat_interleave(counts)
+            order = order[rank < cap]
+            counts = counts.clamp(max=cap)
+        tokens = token_of.index_select(0, order)
+        xs = x.index_select(0, tokens)  # (A, D), contiguous per expert
+        # with autograd on, every expert runs (maybe on 0 rows) so that all parameters get a
+        # gradient (DDP without find_unused_parameters); without it, empty experts are skipped
+        grad = torch.is_grad_enabled()
+        outs = [
+            expert(chunk)
+            for expert, chunk in zip(self.experts, xs.split(counts.tolist()), strict=True)
+            if grad or chunk.shape[0]
+        ]
+        ys = torch.cat(outs) * flat_w.index_select(0, order)[:, None]
+        return torch.zeros_like(x, dtype=ys.dtype).index_add_(0, tokens, ys)
+
+
+def _unflatten(values: Tensor, real: Tensor, b: int, t: int) -> Tensor:
+    """(N, ...) values of the real frames -> (B, T, ...) with zeros at padded frames."""
+    out = values.new_zeros((b * t, *values.shape[1:]))
+    return out.index_copy(0, real, values).view(b, t, *values.shape[1:])
+
+
+def _real_count(mask: Tensor) -> Tensor:
+    return mask.sum().clamp_min(1).float()
+
+
+def load_balance_loss(stats: RouterStats) -> Tensor:
+    """Switch load-balance loss ``E * sum_e f_e * P_e`` over real frames.
+
+    f_e: fraction of the (frame, choice) assignments that went to expert e;
+    P_e: mean router probability of expert e. Equals 1 for perfectly uniform routing.
+    """
+    num_experts = stats.probs.shape[-1]
+    m = stats.mask.float()  # (B, T)
+    n = _real_count(stats.mask)
+    k = stats.topk_idx.shape[-1]
+    assigned = torch.zeros_like(stats.probs).scatter_add_(
+        -1, stats.topk_idx, m[..., None].expand_as(stats.topk_idx).to(stats.probs.dtype)
+    )  # (B, T, E) number of choices of e at each real frame
+    frac = assigned.sum((0, 1)) / (n * k)  # (E,)
+    mean_prob = (stats.probs * m[..., None]).sum((0, 1)) / n  # (E,)
+    return num_experts * (frac.detach() * mean_prob).sum()
+
+
+def router_z_loss(stats: RouterStats) -> Tensor:
+    """ST-MoE router z-loss: mean over real frames of ``logsumexp(logits)^2``."""
+    z = torch.logsumexp(stats.logits, dim=-1) ** 2  # (B, T)
+    return (z * stats.mask).sum() / _real_count(stats.mask)
+
+
+def importance_cv2(stats: RouterStats) -> Tensor:
+    """Shazeer et al. 2017 importance loss: CV^2 of per-expert summed gate values.
+
+    Importance_e = sum over real frames of the (sparse, top-k) gate weight of e;
+    CV^2 = population variance / mean^2.
+    """
+    gates = torch.zeros_like(stats.probs).scatter_add_(-1, stats.topk_idx, stats.topk_weight)
+    importance = (gates * stats.mask[..., None]).sum((0, 1))  # (E,)
+    return importance.var(unbiased=False) / (importance.mean() ** 2 + 1e-10)
+
+
+def output_similarity(outputs: Tensor) -> Tensor:
+    """outputs: (E, P, D) every expert on the same P frames -> mean squared cosine similarity
+    over expert pairs (i < j) and frames; 0 = orthogonal outputs, 1 = parallel."""
+    num_experts = outputs.shape[0]
+    if num_experts < 2:
+        return outputs.new_zeros(())
+    unit = F.normalize(outputs.float(), dim=-1)
+    cos = torch.einsum("ipd,jpd->ijp", unit, unit)  # (E, E, P)
+    iu = torch.triu_indices(num_experts, num_experts, 1, device=outputs.device)
+    return (cos[iu[0], iu[1]] ** 2).mean()

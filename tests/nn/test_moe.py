@@ -1,0 +1,229 @@
+import math
+
+import pytest
+import torch
+
+from moe_asr.nn.moe import (
+    FeedForward,
+    MoEFeedForward,
+    MoERouting,
+    RouterStats,
+    expert_groups,
+    importance_cv2,
+    load_balance_loss,
+    output_similarity,
+    router_z_loss,
+)
+
+D, FF = 8, 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread is as fast and immune to OpenMP waits on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _mask(lens, t):
+    return torch.arange(t)[None] < torch.tensor(lens)[:, None]
+
+
+def _reference(moe: MoEFeedForward, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Every expert on every frame, combined with the module's own routing decision."""
+    _, stats = moe(x, mask)
+    outs = torch.stack([e(x) for e in moe.experts], -2)  # (B, T, E, D)
+    picked = outs.gather(-2, stats.topk_idx[..., None].expand(-1, -1, -1, D))  # (B,T,k,D)
+    y = (picked * stats.topk_weight[..., None]).sum(-2)
+    for s in moe.shared:
+        y = y + s(x)
+    return y * mask[..., None]
+
+
+def test_one_expert_top1_equals_dense():
+    torch.manual_seed(0)
+    dense = FeedForward(D, FF).eval()
+    moe = MoEFeedForward(D, FF, num_experts=1, top_k=1).eval()
+    moe.experts[0].load_state_dict(dense.state_dict())
+    x = torch.randn(3, 7, D)
+    mask = _mask([7, 5, 2], 7)
+    y, stats = moe(x, mask)
+    torch.testing.assert_close(y[mask], dense(x)[mask], atol=1e-6, rtol=0)
+    assert (y[~mask] == 0).all()
+    assert torch.equal(stats.topk_weight[mask], torch.ones(14, 1))
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3])
+def test_dispatch_matches_dense_reference(top_k):
+    torch.manual_seed(1)
+    moe = MoEFeedForward(D, FF, num_experts=4, top_k=top_k, num_shared_experts=1).eval()
+    x = torch.randn(2, 9, D)
+    mask = _mask([9, 4], 9)
+    y, stats = moe(x, mask)
+    torch.testing.assert_close(y, _reference(moe, x, mask), atol=1e-5, rtol=1e-5)
+    assert stats.probs.shape == (2, 9, 4) and stats.topk_idx.shape == (2, 9, top_k)
+    w = stats.topk_weight[mask].sum(-1)
+    if top_k > 1:  # renormalised
+        torch.testing.assert_close(w, torch.ones_like(w))
+    else:  # Switch: the router probability itself
+        torch.testing.assert_close(w, stats.probs[mask].max(-1).values)
+    assert (stats.probs[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_gradients_reach_router_and_used_experts(top_k):
+    torch.manual_seed(2)
+    moe = MoEFeedForward(D, FF, num_experts=4, top_k=top_k)
+    x = torch.randn(2, 12, D)
+    mask = _mask([12, 8], 12)
+    y, stats = moe(x, mask)
+    y.pow(2).sum().backward()
+    assert moe.router.weight.grad is not None and moe.router.weight.grad.abs().sum() > 0
+    used = set(stats.topk_idx[mask].flatten().tolist())
+    assert used, "no expert received frames"
+    for e, expert in enumerate(moe.experts):
+        g = expert.w1.weight.grad
+        assert g is not None  # every expert runs (maybe on 0 frames): DDP-friendly
+        assert (g.abs().sum() > 0) == (e in used)
+
+
+def test_capacity_overflow_passes_through_as_zero():
+    moe = MoEFeedForward(D, FF, num_experts=2, top_k=1, capacity_factor=1.0).eval()
+    with torch.no_grad():
+        moe.router.weight.zero_()
+        moe.router.weight[0, 0] = 50.0  # every frame with x[...,0] > 0 prefers expert 0
+    x = torch.randn(1, 10, D)
+    x[..., 0] = 1.0
+    y, stats = moe(x, torch.ones(1, 10, dtype=torch.bool))
+    assert (stats.topk_idx == 0).all()
+    cap = math.ceil(1.0 * 10 * 1 / 2)  # 5 slots for expert 0, first come first served
+    ref = moe.experts[0](x) * stats.topk_weight
+    torch.testing.assert_close(y[0, :cap], ref[0, :cap])
+    assert (y[0, cap:] == 0).all()
+
+
+def test_capacity_prefers_first_choices():
+    # frames 0,1 prefer expert 1 (second choice 0); frames 2,3 prefer expert 0 (second 1)
+    moe = MoEFeedForward(D, FF, num_experts=2, top_k=2, capacity_factor=0.5).eval()
+    with torch.no_grad():
+        moe.router.weight.zero_()
+        moe.router.weight[0, 0] = 3.0
+        moe.router.weight[1, 1] = 3.0
+    x = torch.randn(1, 4, D)
+    x[0, :, :2] = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    y, s = moe(x, torch.ones(1, 4, dtype=torch.bool))
+    assert s.topk_idx[0, :, 0].tolist() == [1, 1, 0, 0]
+    # capacity ceil(0.5 * 4 * 2 / 2) = 2 per expert: each expert keeps its two first choices,
+    # although frames 0,1 come first in frame order for expert 0's second choices
+    first = torch.stack([moe.experts[int(e)](x[0, i]) for i, e in enumerate(s.topk_idx[0, :, 0])])
+    torch.testing.assert_close(y[0], first * s.topk_weight[0, :, :1])
+
+
+def test_expert_mask_and_allowed_groups():
+    torch.manual_seed(3)
+    moe = MoEFeedForward(D, FF, num_experts=4, top_k=2).eval()
+    x = torch.randn(2, 6, D)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    _, s = moe(x, mask, MoERouting(disabled=(0, 3)))
+    assert set(s.topk_idx.flatten().tolist()) <= {1, 2}
+    allowed = torch.tensor([[True, True, False, False], [False, False, True, True]])
+    _, s = moe(x, mask, MoERouting(allowed=allowed))
+    assert set(s.topk_idx[0].flatten().tolist()) <= {0, 1}
+    assert set(s.topk_idx[1].flatten().tolist()) <= {2, 3}
+    assert (s.probs[0, :, 2:] == 0).all()
+
+
+def test_router_condition_changes_routing_only_through_router():
+    torch.manual_seed(4)
+    moe = MoEFeedForward(D, FF, num_experts=1, top_k=1).eval()
+    x = torch.randn(2, 5, D)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    y0, _ = moe(x, mask)
+    y1, _ = moe(x, mask, MoERouting(cond=torch.randn(2, D)))
+    torch.testing.assert_close(y0, y1)  # one expert: the condition cannot change the output
+    moe4 = MoEFeedForward(D, FF, num_experts=4, top_k=1).eval()
+    _, a = moe4(x, mask)
+    _, b = moe4(x, mask, MoERouting(cond=torch.tensor([[100.0] * D, [-100.0] * D])))
+    assert not torch.equal(a.logits, b.logits)
+    assert b.topk_idx[0].unique().numel() == 1 and b.topk_idx[1].unique().numel() == 1
+
+
+def test_noisy_gate_only_in_training():
+    torch.manual_seed(5)
+    moe = MoEFeedForward(D, FF, num_experts=4, top_k=1, noisy_gate_std=5.0)
+    x = torch.randn(1, 50, D)
+    mask = torch.ones(1, 50, dtype=torch.bool)
+    moe.eval()
+    a, _ = moe(x, mask)
+    b, _ = moe(x, mask)
+    assert torch.equal(a, b)
+    moe.train()
+    _, s1 = moe(x, mask)
+    _, s2 = moe(x, mask)
+    assert not torch.equal(s1.topk_idx, s2.topk_idx)
+    torch.testing.assert_close(s1.logits, s2.logits)  # stats keep the clean logits
+
+
+def _hand_stats() -> RouterStats:
+    # 4 real frames + 1 padded frame holding garbage that must be ignored
+    probs = torch.tensor([[[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.0, 1.0]]])
+    idx = torch.tensor([[[0], [0], [1], [0], [1]]])
+    weight = probs.gather(-1, idx)
+    logits = torch.zeros(1, 5, 2)
+    logits[0, 4] = 30.0
+    mask = torch.tensor([[True, True, True, True, False]])
+    return RouterStats(probs, logits, idx, weight, mask)
+
+
+def test_balance_loss_closed_form():
+    s = _hand_stats()
+    # f = (3/4, 1/4), P = (0.65, 0.35): 2 * (0.75*0.65 + 0.25*0.35) = 1.15
+    torch.testing.assert_close(load_balance_loss(s), torch.tensor(1.15))
+    uniform = RouterStats(
+        torch.full((1, 4, 2), 0.5),
+        torch.zeros(1, 4, 2),
+        torch.tensor([[[0], [1], [0], [1]]]),
+        torch.full((1, 4, 1), 0.5),
+        torch.ones(1, 4, dtype=torch.bool),
+    )
+    torch.testing.assert_close(load_balance_loss(uniform), torch.tensor(1.0))
+
+
+def test_z_loss_closed_form():
+    torch.testing.assert_close(router_z_loss(_hand_stats()), torch.tensor(math.log(2.0) ** 2))
+
+
+def test_importance_cv2_closed_form():
+    # importance = (0.9+0.8+0.6, 0.7) = (2.3, 0.7): mean 1.5, var 0.64, CV^2 = 0.64/2.25
+    torch.testing.assert_close(importance_cv2(_hand_stats()), torch.tensor(0.64 / 2.25))
+
+
+def test_output_similarity_closed_form():
+    e1, e2 = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 2.0, 0.0])
+    outs = torch.stack([e1, 3 * e1, e2])[:, None, :].expand(3, 4, 3)  # (E=3, P=4, D=3)
+    # pairs: (0,1) cos 1, (0,2) 0, (1,2) 0 -> mean of squares 1/3
+    torch.testing.assert_close(output_similarity(outs), torch.tensor(1 / 3))
+    v = torch.tensor([1.0, 1.0, 0.0])
+    w = torch.tensor([1.0, 0.0, 0.0])  # cos 1/sqrt(2) -> squared 0.5
+    torch.testing.assert_close(output_similarity(torch.stack([v, w])[:, None]), torch.tensor(0.5))
+
+
+def test_diversity_probe_only_in_training():
+    moe = MoEFeedForward(D, FF, num_experts=3, top_k=1, probe_diversity=True)
+    x = torch.randn(1, 10, D)
+    mask = torch.ones(1, 10, dtype=torch.bool)
+    _, s = moe.train()(x, mask)
+    assert s.output_similarity is not None and 0 <= float(s.output_similarity.detach()) <= 1
+    s.output_similarity.backward()
+    assert moe.experts[2].w2.weight.grad.abs().sum() > 0
+    _, s = moe.eval()(x, mask)
+    assert s.output_similarity is None
+
+
+def test_expert_groups_partition():
+    assert expert_groups(8, 3) == [[0, 1], [2, 3, 4], [5, 6, 7]]
+    assert expert_groups(2, 2) == [[0], [1]]
+    with pytest.raises(ValueError):
+        expert_groups(2, 3)

@@ -1,0 +1,329 @@
+import pytest
+import torch
+
+from moe_asr.cli import main as cli_main
+from moe_asr.config import ConfigError, DecoderConfig, GuidanceConfig, ModelConfig, MoEConfig
+from moe_asr.data.labels import LabelVocab
+from moe_asr.errors import UserError
+from moe_asr.model import RoutingOptions, build_model, moe_layer_indices, parameter_summary
+from moe_asr.nn.guidance import known_label_loss, router_label_loss
+from moe_asr.nn.moe import MoEFeedForward, RouterStats
+
+F_IN, V = 16, 7  # tokens: 0 blank, 1 unk, 2..5 symbols, 6 sos/eos
+VOCAB = LabelVocab({"accent": ["unk", "a", "b"]})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread is as fast and immune to OpenMP waits on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cfg(**moe_kw) -> ModelConfig:
+    guidance = moe_kw.pop("guidance", GuidanceConfig())
+    model_kw = {k: moe_kw.pop(k) for k in list(moe_kw) if k in ("ffn", "num_layers", "ctc_weight")}
+    return ModelConfig(
+        input_dim=F_IN,
+        d_model=16,
+        num_heads=2,
+        d_ff=32,
+        conv_kernel=3,
+        dropout=0.0,
+        subsampling_channels=4,
+        max_rel_pos=8,
+        decoder=DecoderConfig(num_layers=1, num_heads=2, d_ff=32, dropout=0.0),
+        moe=MoEConfig(guidance=guidance, **{"num_experts": 3, "top_k": 2, **moe_kw}),
+        **{"num_layers": 2, **model_kw},
+    )
+
+
+def _batch(lens, token_lens, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(len(lens), max(lens), F_IN, generator=g)
+    tokens = torch.randint(2, 6, (len(lens), max(token_lens)), generator=g)
+    tl = torch.tensor(token_lens)
+    tokens[torch.arange(tokens.shape[1])[None] >= tl[:, None]] = -1
+    return feats, torch.tensor(lens), tokens, tl
+
+
+def test_full_model_padding_invariance():
+    torch.manual_seed(0)
+    model = build_model(_cfg(num_shared_experts=1), V, None).eval()
+    model.set_cmvn(torch.randn(F_IN), torch.rand(F_IN) + 0.5)
+    feats, lens, tokens, tl = _batch([50, 33, 21], [5, 3, 2])
+    feats[1, 33:] = 9.0
+    with torch.no_grad():
+        out = model(feats, lens, tokens, tl)
+        enc = model.encode(feats, lens)
+        lp = model.ctc_log_probs(enc)
+        ctc_sum = 0.0
+        for b in range(3):
+            n, m = int(lens[b]), int(tl[b])
+            one = model(feats[b : b + 1, :n], lens[b : b + 1], tokens[b : b + 1, :m], tl[b : b + 1])
+            enc1 = model.encode(feats[b : b + 1, :n], lens[b : b + 1])
+            t = int(enc1.lens[0])
+            torch.testing.assert_close(enc.out[b, :t], enc1.out[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(lp[b, :t], model.ctc_log_probs(enc1)[0], atol=1e-5, rtol=0)
+            ys = torch.cat([torch.tensor([V - 1]), tokens[b, :m]])[None]
+            torch.testing.assert_close(
+                model.decoder(enc.out[b : b + 1], enc.lens[b : b + 1], ys),
+                model.decoder(enc1.out, enc1.lens, ys),
+                atol=1e-5,
+                rtol=1e-5,
+            )
+            ctc_sum += float(one.ctc) * m
+    # ctc is a per-token mean: batch value = token-weighted mean of the single values
+    assert float(out.ctc) == pytest.approx(ctc_sum / float(tl.sum()), rel=1e-5)
+
+
+def test_loss_terms_and_gradients():
+    torch.manual_seed(1)
+    cfg = _cfg(importance_cv_weight=0.1, output_diversity_weight=0.1)
+    model = build_model(cfg, V, None).train()
+    out = model(*_batch([40, 30], [4, 3]))
+    w = cfg.ctc_weight
+    parts = out.moe_balance + out.z_loss + out.diversity + out.label_loss
+    torch.testing.assert_close(out.loss, w * out.ctc + (1 - w) * out.att + parts)
+    assert min(out.moe_balance.item(), out.z_loss.item(), out.diversity.item()) > 0
+    assert float(out.label_loss) == 0.0 and out.label_logits == {}
+    assert len(out.router_stats) == 4  # 2 layers x 2 macaron halves
+    out.loss.backward()
+    for layer in model.encoder.layers:
+        assert layer.ff1.router.weight.grad.abs().sum() > 0
+
+
+def test_one_expert_model_equals_dense_model():
+    torch.manual_seed(2)
+    dense = build_model(_cfg(ffn="dense"), V, None).eval()
+    moe = build_model(_cfg(num_experts=1, top_k=1), V, None).eval()
+    state = {}
+    for k, v in dense.state_dict().items():
+        for half in ("ff1", "ff2"):
+            k = k.replace(f".{half}.w", f".{half}.experts.0.w")
+        state[k] = v
+    missing, unexpected = moe.load_state_dict(state, strict=False)
+    assert all(k.endswith("router.weight") for k in missing) and not unexpected
+    batch = _batch([30, 20], [3, 2])
+    with torch.no_grad():
+        a, b = dense(*batch), moe(*batch)
+    torch.testing.assert_close(a.ctc, b.ctc, atol=1e-6, rtol=0)
+    torch.testing.assert_close(a.att, b.att, atol=1e-6, rtol=0)
+
+
+def test_state_dict_round_trip():
+    cfg = _cfg(
+        guidance=GuidanceConfig(
+            labels=["accent"], embed=True, utterance_estimate=True, estimate_layer=0
+        )
+    )
+    m1 = build_model(cfg, V, VOCAB).eval()
+    m1.set_cmvn(torch.full((F_IN,), 0.5), torch.full((F_IN,), 2.0))
+    m2 = build_model(cfg, V, VOCAB).eval()
+    m2.load_state_dict(m1.state_dict())
+    feats, lens, _, _ = _batch([30, 25], [1, 1])
+    with torch.no_grad():
+        e1, e2 = m1.encode(feats, lens), m2.encode(feats, lens)
+    torch.testing.assert_close(e1.out, e2.out)
+    assert set(e1.label_logits) == {"accent"} and e1.label_logits["accent"].shape == (2, 3)
+
+
+def _toy_batch(n, seed, audio_cue):
+    """Utterances whose transcript is decided by the accent label (a -> 2, b -> 3)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(1, 3, (n,), generator=g)
+    feats = torch.randn(n, 24, F_IN, generator=g)
+    if audio_cue:  # the accent is audible: a shift on one half of the bins
+        feats[labels == 1, :, : F_IN // 2] += 1.5
+        feats[labels == 2, :, F_IN // 2 :] += 1.5
+    tokens = (labels + 1)[:, None]
+    return feats, torch.full((n,), 24), tokens, torch.ones(n, dtype=torch.long), labels
+
+
+def _train(model, steps, audio_cue, lr=1e-2):
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for step in range(steps):
+        feats, lens, tokens, tl, labels = _toy_batch(16, step, audio_cue)
+        out = model(feats, lens, tokens, tl, labels={"accent": labels})
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def _top1_agreement(stats, labels, layers):
+    """Fraction of real frames whose top-1 expert is the label's group (2 experts: a->0, b->1)."""
+    hits = total = 0
+    for s in stats:
+        if s.layer in layers:
+            want = (labels - 1)[:, None].expand_as(s.mask)
+            hits += int((s.topk_idx[..., 0] == want)[s.mask].sum())
+            total += int(s.mask.sum())
+    return hits / total
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["hard_groups", "soft"])
+def guided_model(request):
+    """(a) label embedding + (b) router label loss, with or without (c) hard groups; the
+    answer is carried only by the label (the audio is noise)."""
+    cfg = _cfg(
+        num_experts=2,
+        top_k=1,
+        ctc_weight=1.0,
+        guidance=GuidanceConfig(
+            labels=["accent"],
+            embed=True,
+            label_dropout=0.2,
+            router_loss_weight=1.0,
+            hard_groups=request.param,
+        ),
+    )
+    return _train(build_model(cfg, V, VOCAB), steps=120, audio_cue=False)
+
+
+def test_guided_router_follows_label_and_label_decides_answer(guided_model):
+    feats, lens, tokens, tl, labels = _toy_batch(64, 10_000, audio_cue=False)
+    with torch.no_grad():
+        enc = guided_model.encode(feats, lens, RoutingOptions(mode="oracle"), {"accent": labels})
+    # the router's own preference (clean logits, before the hard-group mask)
+    for s in enc.router_stats:
+        want = (labels - 1)[:, None].expand_as(s.mask)
+        agree = (s.logits.argmax(-1) == want)[s.mask].float().mean()
+        assert agree > 0.9, (s.layer, s.half, float(agree))
+    pred = guided_model.ctc_log_probs(enc).argmax(-1)  # (B, T')
+    answer = pred.max(-1).values  # the one non-blank symbol
+    assert (answer == labels + 1).float().mean() > 0.9
+
+
+def test_trained_model_runs_free_forced_and_masked(guided_model):
+    feats, lens, _, _, labels = _toy_batch(32, 20_000, audio_cue=False)
+    with torch.no_grad():
+        free = guided_model.encode(feats, lens)
+        assert free.out.shape[0] == 32 and torch.isfinite(free.out).all()
+        for value, token in (("a", 2), ("b", 3)):
+            forced = guided_model.encode(
+                feats, lens, RoutingOptions(mode="forced", forced={"accent": value})
+            )
+            answer = guided_model.ctc_log_probs(forced).argmax(-1).max(-1).values
+            assert (answer == token).float().mean() > 0.9, value
+        masked = guided_model.encode(feats, lens, RoutingOptions(expert_mask={0: [1], 1: [0]}))
+    for s in masked.router_stats:
+        assert (s.topk_idx[s.mask] == (0 if s.layer == 0 else 1)).all()
+    with pytest.raises(UserError, match="knows a, b"):
+        guided_model.encode(feats, lens, RoutingOptions(mode="forced", forced={"accent": "zz"}))
+    with pytest.raises(UserError, match="layer 5"):
+        guided_model.encode(feats, lens, RoutingOptions(expert_mask={5: [0]}))
+    with pytest.raises(UserError, match="fewer than top_k"):
+        guided_model.encode(feats, lens, RoutingOptions(expert_mask={0: [0, 1]}))
+    with pytest.raises(UserError, match="oracle"):
+        guided_model.encode(feats, lens, RoutingOptions(mode="oracle"))
+
+
+def test_utterance_estimate_routes_label_free_by_audible_accent():
+    cfg = _cfg(
+        num_experts=2,
+        top_k=1,
+        ctc_weight=1.0,
+        guidance=GuidanceConfig(
+            labels=["accent"],
+            embed=False,
+            label_dropout=0.5,
+            router_loss_weight=1.0,
+            router_loss_layers=[1],
+            hard_groups=True,
+            utterance_estimate=True,
+            estimate_layer=0,
+            estimate_loss_weight=1.0,
+        ),
+    )
+    model = _train(build_model(cfg, V, VOCAB), steps=120, audio_cue=True)
+    feats, lens, _, _, labels = _toy_batch(64, 30_000, audio_cue=True)
+    with torch.no_grad():
+        enc = model.encode(feats, lens)  # label-free
+    est = enc.label_logits["accent"].argmax(-1)
+    assert (est == labels).float().mean() > 0.9
+    assert _top1_agreement(enc.router_stats, labels, layers={1}) > 0.9
+    # the estimate pathway drives the routing: forcing the accent overrides what is heard
+    for value, label_id in (("a", 1), ("b", 2)):
+        with torch.no_grad():
+            forced = model.encode(
+                feats, lens, RoutingOptions(mode="forced", forced={"accent": value})
+            )
+        assert _top1_agreement(forced.router_stats, torch.full_like(labels, label_id), {1}) > 0.9
+
+
+def test_config_and_input_errors():
+    with pytest.raises(ConfigError, match="label vocabulary"):
+        build_model(_cfg(guidance=GuidanceConfig(labels=["accent"], embed=True)), V, None)
+    with pytest.raises(ConfigError, match="num_experts >= values"):
+        big = LabelVocab({"accent": ["unk", "a", "b", "c", "d"]})
+        g = GuidanceConfig(labels=["accent"], router_loss_weight=1.0)
+        build_model(_cfg(guidance=g), V, big)
+    with pytest.raises(ConfigError, match="every_other"):
+        build_model(_cfg(layers="first"), V, None)
+    model = build_model(_cfg(), V, None)
+    feats, lens, tokens, tl = _batch([30, 5], [2, 1])
+    with pytest.raises(UserError, match=r"batch item\(s\) \[1\]"):
+        model(feats, lens, tokens, tl)
+    feats, lens, tokens, tl = _batch([30, 20], [2, 1])
+    tokens[0, 0] = V
+    with pytest.raises(UserError, match="vocab_size"):
+        model(feats, lens, tokens, tl)
+
+
+def test_moe_layer_indices():
+    assert moe_layer_indices("all", 4) == [0, 1, 2, 3]
+    assert moe_layer_indices("every_other", 6) == [1, 3, 5]
+    assert moe_layer_indices("4, 0", 6) == [0, 4]
+    with pytest.raises(ConfigError, match="outside"):
+        moe_layer_indices("1,6", 6)
+    model = build_model(_cfg(layers="1"), V, None)
+    kinds = [isinstance(layer.ff1, MoEFeedForward) for layer in model.encoder.layers]
+    assert kinds == [False, True]
+
+
+def test_parameter_summary_counts_active_experts():
+    model = build_model(_cfg(num_experts=4, top_k=1, num_shared_experts=1), V, None)
+    rows = {r.component: r for r in parameter_summary(model)}
+    total = sum(p.numel() for p in model.parameters())
+    assert rows["total"].total == total
+    expert = sum(p.numel() for p in model.encoder.layers[0].ff1.experts[0].parameters())
+    n_moe = 4  # 2 layers x 2 halves
+    assert rows["encoder.moe.experts"].total == n_moe * 4 * expert
+    assert rows["encoder.moe.experts"].active == n_moe * 1 * expert
+    assert rows["total"].active == total - n_moe * 3 * expert
+    assert rows["encoder.moe.shared"].active == rows["encoder.moe.shared"].total > 0
+    dense = build_model(_cfg(ffn="dense"), V, None)
+    drows = {r.component: r for r in parameter_summary(dense)}
+    assert drows["total"].active == drows["total"].total
+
+
+def test_cli_info(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  moe:\n    num_experts: 4\n    top_k: 2\n")
+    assert cli_main(["info", str(cfg), "--set", "model.num_layers=2", "--vocab-size", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "encoder.moe.experts" in out and "total" in out and "active" in out
+    assert cli_main(["info", str(cfg), "--set", "model.moe.top_k=9"]) == 1
+    assert "top_k=9" in capsys.readouterr().err
+
+
+def test_label_losses_closed_form():
+    # 4 experts, 2 label values -> groups {0,1} and {2,3}; one utterance of label 2 (b),
+    # one unk utterance that must be ignored, one padded frame
+    logits = torch.zeros(2, 2, 4)
+    logits[0, 0] = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    logits[0, 1] = torch.tensor([9.0, 0.0, 0.0, 0.0])  # padded
+    mask = torch.tensor([[True, False], [True, True]])
+    idx = torch.zeros(2, 2, 1, dtype=torch.long)
+    s = RouterStats(logits.softmax(-1), logits, idx, torch.ones(2, 2, 1), mask)
+    target = torch.tensor([2, 0])
+    # group scores: lse(0,0)=log 2, lse(1,1)=1+log 2 -> CE = log(1 + e^-1)
+    expected = torch.log1p(torch.exp(torch.tensor(-1.0)))
+    torch.testing.assert_close(router_label_loss(s, target, 3), expected)
+    est = torch.tensor([[-1e4, 0.0, 0.0], [-1e4, 5.0, 0.0]])
+    torch.testing.assert_close(known_label_loss(est, target), torch.log(torch.tensor(2.0)))

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Benchmark MoEFeedForward against a dense feed-forward of the same active size.
+
+top-k MoE with experts of width d_ff is compared with one dense FeedForward of width
+k * d_ff (the same multiply-adds per frame). Forward (inference, no grad) and
+forward+backward (training) at a long batch and a streaming chunk. Cases are timed
+interleaved (one repeat of every case per round) so machine load hits all alike;
+medians and MoE/dense ratios are printed as a table.
+
+    .venv/bin/python tools/bench_moe.py --threads 2 --frames 2000 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from moe_asr.nn.moe import FeedForward, MoEFeedForward
+
+
+def _case(module: nn.Module, x: torch.Tensor, mask: torch.Tensor, backward: bool) -> Callable:
+    is_moe = isinstance(module, MoEFeedForward)
+
+    def run() -> None:
+        if backward:
+            module.train()
+            y = module(x, mask)[0] if is_moe else module(x)
+            y.square().mean().backward()
+            module.zero_grad(set_to_none=True)
+        else:
+            module.eval()
+            with torch.no_grad():
+                module(x, mask) if is_moe else module(x)
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--frames", type=int, nargs="+", default=[2000, 16])
+    ap.add_argument("--d-model", type=int, default=144)
+    ap.add_argument("--d-ff", type=int, default=576)
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--configs", nargs="+", default=["4:1", "8:2"], help="num_experts:top_k pairs")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    torch.manual_seed(0)
+    d, ff = args.d_model, args.d_ff
+
+    cases: dict[tuple, Callable] = {}
+    for spec in args.configs:
+        e, k = (int(v) for v in spec.split(":"))
+        moe = MoEFeedForward(d, ff, e, k, dropout=0.0)
+        dense = FeedForward(d, k * ff, dropout=0.0)
+        for n in args.frames:
+            x = torch.randn(1, n, d, requires_grad=True)
+            mask = torch.ones(1, n, dtype=torch.bool)
+            for bwd in (False, True):
+                cases[(spec, n, bwd, "moe")] = _case(moe, x, mask, bwd)
+                cases[(spec, n, bwd, "dense")] = _case(dense, x, mask, bwd)
+
+    times: dict[tuple, list[float]] = {key: [] for key in cases}
+    for r in range(args.warmup + args.repeats):
+        for key, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            if r >= args.warmup:
+                times[key].append(time.perf_counter() - t0)
+
+    print(
+        f"threads={torch.get_num_threads()} d_model={d} d_ff={ff} repeats={args.repeats} "
+        f"(interleaved, medians)"
+    )
+    print(f"{'MoE':>10} {'dense':>8} {'frames':>6} {'pass':>8} {'MoE ms':>8} {'dense ms':>9} ratio")
+    for spec in args.configs:
+        e, k = spec.split(":")
+        for n in args.frames:
+            for bwd in (False, True):
+                m = statistics.median(times[(spec, n, bwd, "moe")]) * 1e3
+                dn = statistics.median(times[(spec, n, bwd, "dense")]) * 1e3
+                label = f"top{k}/{e}"
+                print(
+                    f"{label:>10} {f'{k}x{ff}':>8} {n:>6} {'fwd+bwd' if bwd else 'fwd':>8} "
+                    f"{m:8.3f} {dn:9.3f} {m / dn:5.2f}x"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
