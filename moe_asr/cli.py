@@ -506,7 +506,13 @@ def _decode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ctc-weight", type=float, default=None, help="attention and rescoring modes, in [0, 1]"
     )
-    p.add_argument("--lm", default=None, help="KenLM model (ARPA or binary) over decoder tokens")
+    p.add_argument(
+        "--lm",
+        default=None,
+        help="n-gram LM for the CTC beam modes: a word ARPA from `moe-asr train-lm` (restricts "
+        "output to its words), or with --lm-unit token a KenLM model over decoder tokens",
+    )
+    p.add_argument("--lm-unit", default=None, choices=["word", "token"], help="default: word")
     p.add_argument("--lm-weight", type=float, default=None)
     p.add_argument("--word-score", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -533,6 +539,7 @@ def _decode_setup(args: argparse.Namespace):
         "nbest": args.nbest,
         "ctc_weight": args.ctc_weight,
         "lm_path": args.lm,
+        "lm_unit": args.lm_unit,
         "lm_weight": args.lm_weight,
         "word_score": args.word_score,
         "batch_size": args.batch_size,
@@ -713,6 +720,41 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_lm(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-lm",
+        help="word n-gram LM (interpolated Kneser-Ney, ARPA) from a data dir's text",
+        description="Writes OUT (ARPA). Decode with `moe-asr decode --lm OUT --mode "
+        "ctc_prefix_beam|attention_rescoring`: the beam search is then restricted to the LM's "
+        "words (a lexicon spelled with the model's tokenizer) and scored by the LM.",
+    )
+    p.add_argument("--data", required=True, help="a data dir or its `text` file (utt-id words)")
+    p.add_argument("--order", type=int, default=3)
+    p.add_argument("--out", required=True, help="output ARPA file")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_run_train_lm)
+
+
+def _run_train_lm(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from moe_asr.data.datadir import read_table
+    from moe_asr.errors import UserError
+    from moe_asr.lm import train_ngram
+
+    src = Path(args.data)
+    text = src / "text" if src.is_dir() else src
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out}: exists; pass --overwrite to replace it")
+    lm = train_ngram(read_table(text, allow_empty=True).values(), args.order)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lm.write_arpa(out)
+    sizes = ", ".join(f"{len(lm.prob[n])} {n}-grams" for n in range(1, lm.order + 1))
+    print(f"{out}: {sizes} from {text}")
+    return 0
+
+
 # name -> adder; order is the order in --help
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_validate_data,
@@ -721,6 +763,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,
     _add_average,
     _add_report,
+    _add_train_lm,
     _add_prepare_corpus,
     _add_compute_cmvn,
     _add_train_tokenizer,

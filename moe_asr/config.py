@@ -174,6 +174,7 @@ class DecodeConfig:
     beam: int = 10
     ctc_weight: float = 0.3
     lm_path: str = ""
+    lm_unit: str = "word"  # word: ARPA from `moe-asr train-lm` + lexicon; token: token-level LM
     lm_weight: float = 0.5
     word_score: float = 0.0
     batch_size: int = 16

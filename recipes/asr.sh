@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The shared stage script. A recipe's run.sh sets names and configs and calls this with "$@".
-#   0 data prep (local/data.sh)  1 validate/fix  2 CMVN  3 tokenizer  4 train  5 average
+#   0 data prep (local/data.sh)  1 validate/fix  2 CMVN  3 tokenizer (+ word LM)  4 train  5 average
 #   6 decode  7 score per group  8 expert report
 # Finished stages leave a .done marker and are skipped on a rerun; an interrupted training
 # run resumes from its last checkpoint. Each stage logs to <exp>/logs/stage<N>.log.
@@ -23,7 +23,8 @@ nbpe=256
 tag=""                   # experiment name; default: train config name + token type
 num_avg=5
 avg_best=true            # average the best (dev loss) checkpoints, else the last ones
-decode_modes="ctc_greedy attention_rescoring"
+lm_order=3               # word n-gram LM from the training text (0: none)
+decode_modes="ctc_greedy attention_rescoring"  # a mode+lm (e.g. ctc_prefix_beam+lm) uses the LM
 decode_args=""
 report_max_utts=1000
 report_set=""            # default: the first test set
@@ -36,6 +37,7 @@ Every variable at the top of recipes/asr.sh is an option (--train-set, --decode-
 [ -n "$tag" ] || tag="$(basename "${train_config%.*}")_${token_type}$([ "$token_type" = char ] || echo "$nbpe")"
 [ -n "$report_set" ] || report_set="${test_sets%% *}"
 lang_dir="$data_root/lang_${token_type}$([ "$token_type" = char ] || echo "$nbpe")"
+lm_path="$data_root/lm/${lm_order}gram.arpa"
 exp_dir="$exp_root/$tag"
 mkdir -p "$exp_dir/logs" "$data_root/.done"
 
@@ -74,6 +76,9 @@ run_stage 2 cmvn "$data_root/.done/stage2" stage2
 stage3() {
   moe-asr train-tokenizer --data "$data_root/$train_set/text" --type "$token_type" \
     --vocab-size "$nbpe" --out "$lang_dir"
+  if [ "$lm_order" -gt 0 ] && [ ! -f "$lm_path" ]; then
+    moe-asr train-lm --data "$data_root/$train_set" --order "$lm_order" --out "$lm_path"
+  fi
 }
 run_stage 3 tokenizer "$lang_dir/.done" stage3
 
@@ -100,8 +105,13 @@ run_stage 5 average "$exp_dir/.done.average" stage5
 stage6() {
   for s in $test_sets; do
     for mode in $decode_modes; do
-      moe-asr decode --model "$exp_dir/model.pt" --data "$data_root/$s" --mode "$mode" \
-        --out "$exp_dir/decode_${s}_${mode}" $decode_args
+      local lm=()
+      if [ "${mode%+lm}" != "$mode" ]; then
+        [ -f "$lm_path" ] || { echo "decode mode $mode needs $lm_path (--lm-order > 0)" >&2; exit 1; }
+        lm=(--lm "$lm_path")
+      fi
+      moe-asr decode --model "$exp_dir/model.pt" --data "$data_root/$s" --mode "${mode%+lm}" \
+        "${lm[@]}" --out "$exp_dir/decode_${s}_${mode}" $decode_args
     done
   done
 }
@@ -124,6 +134,10 @@ stage7() {
 run_stage 7 score "$exp_dir/.done.score" stage7
 
 stage8() {
+  if grep -q "^  ffn: dense" "$exp_dir/config.yaml"; then
+    echo "stage 8: $exp_dir is a dense model (no MoE layers): no expert report"
+    return 0
+  fi
   moe-asr report --model "$exp_dir/model.pt" --data "$data_root/$report_set" \
     --max-utts "$report_max_utts" --out "$exp_dir/report_$report_set"
   echo "report: $exp_dir/report_$report_set/report.html"

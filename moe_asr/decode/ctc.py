@@ -11,8 +11,12 @@ piece (BPE/unigram, where ``▁`` starts a piece) an extra silence column that i
 emitted is appended. Hypotheses that reach the same state are merged by adding their
 probabilities (``log_add``); at beam 1 the search still equals greedy decoding.
 
-An optional KenLM model (ARPA or binary) scores token sequences: in lexicon-free mode
-its "words" are the decoder token names (``decoder_token_names``), so a char LM is
+With a word LM (``lm_unit="word"``, e.g. from ``moe-asr train-lm``) the search becomes
+flashlight's lexicon decoder: a lexicon is built from the LM's unigrams spelled with the
+model's tokenizer, so hypotheses are sequences of known words scored by the word LM.
+
+An optional token-level KenLM model (ARPA or binary) scores token sequences: its "words"
+are the decoder token names (``decoder_token_names``), so a char LM is
 trained on space-separated characters with ``|`` between words. KenLM scores are log10;
 ``lm_weight`` multiplies them. ``word_score`` is added at every word separator
 (flashlight's lexicon-free search has no other word boundary).
@@ -20,8 +24,10 @@ trained on space-separated characters with ``|`` between words. KenLM scores are
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +35,9 @@ import torch
 from torch import Tensor
 
 from moe_asr.errors import UserError
+from moe_asr.lm import UNK, arpa_vocabulary, write_lexicon
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Hypothesis",
@@ -106,8 +115,10 @@ class CtcBeamDecoder:
     """Frame-synchronous CTC prefix beam search (flashlight), optional KenLM.
 
     ``pieces``: the tokenizer's piece of every id (blank at 0). ``lm_path``: KenLM ARPA or
-    binary over decoder token names, empty for none. ``word_score`` is added at each
-    word separator. Beam 1 without an LM equals greedy decoding.
+    binary, empty for none. ``lm_unit="token"``: the LM is over decoder token names (no
+    lexicon). ``lm_unit="word"``: a word LM (``moe-asr train-lm``); hypotheses are restricted
+    to the LM's words, spelled with ``spell(word) -> token ids`` (the tokenizer's encode).
+    ``word_score`` is added at each word. Beam 1 without an LM equals greedy decoding.
     """
 
     def __init__(
@@ -121,6 +132,8 @@ class CtcBeamDecoder:
         lm_weight: float = 0.5,
         word_score: float = 0.0,
         beam_threshold: float = 50.0,
+        lm_unit: str = "token",
+        spell: Callable[[str], list[int]] | None = None,
     ) -> None:
         from torchaudio.models.decoder import ctc_decoder
 
@@ -132,19 +145,27 @@ class CtcBeamDecoder:
         self._sil = names.index(WORD_SEP)
         lm = None
         lm_dict = None
+        lexicon = None
+        if lm_unit not in ("token", "word"):
+            raise DecodeError(f"decode.lm_unit must be token or word, got {lm_unit!r}")
         if lm_path:
             path = Path(lm_path)
             if not path.is_file():
                 raise DecodeError(f"{path}: language model file not found (decode.lm_path)")
             lm = str(path)
-            # the LM's word ids must follow our token ids: without an explicit dictionary
-            # torchaudio builds one in an arbitrary order and the LM scores the wrong tokens
-            with tempfile.NamedTemporaryFile("w", suffix=".dict", delete=False) as f:
-                f.write("".join(n + "\n" for n in names))
-                lm_dict = f.name
+            if lm_unit == "word":
+                if spell is None:
+                    raise DecodeError("a word LM needs the tokenizer to spell its words")
+                lexicon = self._write_lexicon(path, names, spell)
+            else:
+                # the LM's word ids must follow our token ids: without an explicit dictionary
+                # torchaudio builds one in an arbitrary order and the LM scores the wrong tokens
+                with tempfile.NamedTemporaryFile("w", suffix=".dict", delete=False) as f:
+                    f.write("".join(n + "\n" for n in names))
+                    lm_dict = f.name
         try:
             self._decoder = ctc_decoder(
-                lexicon=None,
+                lexicon=lexicon,
                 tokens=names,
                 lm=lm,
                 lm_dict=lm_dict,
@@ -156,7 +177,7 @@ class CtcBeamDecoder:
                 sil_score=word_score,
                 blank_token=names[blank],
                 sil_token=WORD_SEP,
-                unk_word=names[1],
+                unk_word=UNK if lexicon else names[1],
                 log_add=True,
             )
         except (RuntimeError, ValueError) as e:
@@ -164,8 +185,37 @@ class CtcBeamDecoder:
                 f"{lm_path or 'ctc decoder'}: cannot set up the beam search: {e}"
             ) from e
         finally:
-            if lm_dict is not None:
-                os.unlink(lm_dict)
+            for tmp in (lm_dict, lexicon):
+                if tmp is not None:
+                    os.unlink(tmp)
+
+    def _write_lexicon(self, arpa: Path, names: list[str], spell) -> str:
+        """A temporary lexicon of the ARPA's words spelled in decoder token names."""
+        last = self._vocab - 1  # sos/eos is never emitted by CTC
+
+        def pieces(word: str) -> list[str] | None:
+            ids = [i for i in spell(word) if names[i] != WORD_SEP]
+            if not ids or any(i in (self._blank, 1, last) for i in ids):
+                return None  # unspellable: a character the acoustic model does not know
+            return [names[i] for i in ids] + ([] if self._extra else [WORD_SEP])
+
+        words = arpa_vocabulary(arpa)
+        with tempfile.NamedTemporaryFile("w", suffix=".lex", delete=False) as f:
+            path = f.name
+        _, skipped = write_lexicon(words, pieces, path)
+        if len(skipped) == len(words):
+            os.unlink(path)
+            raise DecodeError(
+                f"{arpa}: none of the LM's words can be spelled with this model's tokens"
+            )
+        if skipped:
+            log.warning(
+                "%s: %d word(s) cannot be spelled with the model's tokens, e.g. %s",
+                arpa,
+                len(skipped),
+                skipped[0],
+            )
+        return path
 
     def __call__(self, log_probs: Tensor, lens: Tensor) -> list[list[Hypothesis]]:
         """log_probs: (B, T, V) with V = len(pieces), lens: (B,) -> n-best per utterance."""

@@ -118,6 +118,8 @@ class Recognizer:
                 lm_path=cfg.lm_path,
                 lm_weight=cfg.lm_weight,
                 word_score=cfg.word_score,
+                lm_unit=cfg.lm_unit,
+                spell=tokenizer.encode,
             )
 
     @property

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from moe_asr.config import Config, dump_config
+from moe_asr.config import Config, dump_config, load_config
 from moe_asr.errors import UserError
 from moe_asr.train.checkpoint import (
     atomic_save,
@@ -108,7 +108,8 @@ def _prepare_exp_dir(setup: TrainSetup, rank: int) -> Path:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = setup.exp_dir / "config.yaml"
         new = dump_config(setup.config)
-        if setup.resume and cfg_path.exists() and cfg_path.read_text() != new:
+        # compared as configs, so fields added since (with their defaults) do not count
+        if setup.resume and cfg_path.exists() and load_config(cfg_path) != setup.config:
             raise TrainError(
                 f"{cfg_path}: the resumed run had a different config; resume with the same "
                 "config and --set options, or start a new --exp"
@@ -295,7 +296,7 @@ def train(setup: TrainSetup) -> TrainResult:
             state["step"] += 1
             if state["step"] % tcfg.log_interval == 0 or state["step"] == 1:
                 logger.log_step(state["step"], out, scheduler.get_last_lr()[0], float(grad_norm))
-            bar.set_postfix(loss=f"{float(out.loss):.3f}")
+            bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}")
             if tcfg.save_every_steps and state["step"] % tcfg.save_every_steps == 0:
                 save(last_path)
             if tcfg.max_steps and state["step"] >= tcfg.max_steps:
