@@ -129,7 +129,7 @@ class AsrModel(nn.Module):
                 return FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
             return MoEFeedForward(
                 cfg.d_model,
-                cfg.d_ff,
+                moe.expert_d_ff or cfg.d_ff,
                 moe.num_experts,
                 moe.top_k,
                 dropout=cfg.dropout,

@@ -1,0 +1,188 @@
+"""Recognition subcommands: decode, transcribe, export."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _decode_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by `decode` and `transcribe` (defaults: the package's decode config)."""
+    p.add_argument(
+        "--mode",
+        default=None,
+        choices=["ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescoring"],
+    )
+    p.add_argument("--beam", type=int, default=None)
+    p.add_argument("--nbest", type=int, default=None, help="hypotheses kept per utterance")
+    p.add_argument(
+        "--ctc-weight", type=float, default=None, help="attention and rescoring modes, in [0, 1]"
+    )
+    p.add_argument(
+        "--lm",
+        default=None,
+        help="n-gram LM for the CTC beam modes: a word ARPA from `moe-asr train-lm` (restricts "
+        "output to its words), or with --lm-unit token a KenLM model over decoder tokens",
+    )
+    p.add_argument("--lm-unit", default=None, choices=["word", "token"], help="default: word")
+    p.add_argument("--lm-weight", type=float, default=None)
+    p.add_argument("--word-score", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--accent", default=None, help="force label-guided routing with this accent")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
+
+
+def _decode_setup(args: argparse.Namespace):
+    """(package, DecodeConfig, RoutingOptions | None) from the shared decode options."""
+    import dataclasses
+
+    import torch
+
+    from moe_asr.package import load_package
+
+    torch.set_flush_denormal(True)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    package = load_package(args.model)
+    cfg = package.config.decode
+    given = {
+        "mode": args.mode,
+        "beam": args.beam,
+        "nbest": args.nbest,
+        "ctc_weight": args.ctc_weight,
+        "lm_path": args.lm,
+        "lm_unit": args.lm_unit,
+        "lm_weight": args.lm_weight,
+        "word_score": args.word_score,
+        "batch_size": args.batch_size,
+    }
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
+    from moe_asr.decode.search import accent_routing
+
+    return package, cfg, accent_routing(package, args.accent)
+
+
+def _add_decode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "decode",
+        help="decode a data dir: OUT/hyp.txt, nbest.txt, errors.txt, decode.json (with RTF)",
+        description="Decode every utterance of a Kaldi data dir. An utterance that fails is "
+        "listed in OUT/errors.txt and the others are decoded; exit 1 only if none could be.",
+    )
+    p.add_argument("--model", required=True, help="EXP/model.pt")
+    p.add_argument("--data", required=True, help="Kaldi data dir")
+    p.add_argument("--out", required=True, help="output dir")
+    _decode_arguments(p)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_decode)
+
+
+def _run_decode(args: argparse.Namespace) -> int:
+    from moe_asr.decode.batch import decode_datadir
+
+    package, cfg, routing = _decode_setup(args)
+    s = decode_datadir(
+        package, args.data, args.out, cfg, routing=routing, progress=not args.no_progress
+    )
+    print(
+        f"{args.out}: decoded {s.num_decoded}/{s.num_utts} utterances ({s.mode}), "
+        f"{s.audio_seconds:.1f} s of audio in {s.decode_seconds:.1f} s, RTF {s.rtf:.4f}"
+    )
+    if s.num_errors:
+        print(f"{s.num_errors} utterance(s) failed; see {args.out}/errors.txt", file=sys.stderr)
+    return 1 if s.num_utts and not s.num_decoded else 0
+
+
+def _add_transcribe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "transcribe",
+        help="transcribe audio files or dirs: path<TAB>text, or JSON lines with --json",
+        description="Any format soundfile reads, any sample rate and channel count; files "
+        "longer than decode.window_seconds (30 s) are cut into windows and stitched. --json "
+        "prints one JSON object per file: text, confidence, word timestamps, predicted accent "
+        "with probabilities (models with a label head), decode time. A bad file is reported on "
+        "stderr (and in the JSON) and the others are transcribed; exit 2 if any failed.",
+    )
+    p.add_argument("model", help="EXP/model.pt")
+    p.add_argument("inputs", nargs="*", help="audio files or directories (searched recursively)")
+    p.add_argument("--list", default=None, help="file with one audio path per line")
+    p.add_argument("--json", action="store_true", help="JSON lines with details per file")
+    p.add_argument("--no-timestamps", action="store_true", help="skip word alignment")
+    p.add_argument("--window-seconds", type=float, default=None)
+    _decode_arguments(p)
+    p.set_defaults(func=_run_transcribe)
+
+
+def _run_transcribe(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from moe_asr.decode.transcribe import Transcriber, collect_inputs
+
+    paths = collect_inputs(args.inputs, args.list)
+    package, cfg, _ = _decode_setup(args)
+    if args.window_seconds is not None:
+        cfg = dataclasses.replace(cfg, window_seconds=args.window_seconds)
+    transcriber = Transcriber(
+        package,
+        cfg,
+        accent=args.accent,
+        timestamps=args.json and not args.no_timestamps,
+    )
+    failed = 0
+    for result in transcriber.transcribe_many(paths):
+        if result.error is not None:
+            failed += 1
+            print(f"moe-asr transcribe: {result.error}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
+        elif result.error is None:
+            print(f"{result.path}\t{result.text}", flush=True)
+    if failed:
+        print(f"{failed} of {len(paths)} file(s) failed", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export encoder + CTC head to ONNX or TorchScript (optionally int8), checked",
+        description="Writes the exported model and OUT.json (tokens, features, frame duration). "
+        "The export is run on a check input and compared with PyTorch.",
+    )
+    p.add_argument("--model", required=True, help="EXP/model.pt")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization of linears")
+    p.add_argument(
+        "--out", default=None, help="default: next to the model, e.g. EXP/model.int8.onnx"
+    )
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from moe_asr.export import export_model
+    from moe_asr.package import load_package
+
+    torch.set_flush_denormal(True)
+    model = Path(args.model)
+    suffix = (".int8" if args.int8 else "") + (".onnx" if args.format == "onnx" else ".ts")
+    out = Path(args.out) if args.out else model.with_name(model.stem + suffix)
+    r = export_model(
+        load_package(model), out, format=args.format, int8=args.int8, overwrite=args.overwrite
+    )
+    print(
+        f"{r.path}: {r.format}{' int8' if r.int8 else ''}, {r.size_bytes / 1e6:.2f} MB, "
+        f"vs PyTorch: max |diff| {r.max_abs_diff:.2e}, same best token on "
+        f"{100 * r.argmax_agreement:.1f}% of frames; metadata in {r.path}.json"
+    )
+    return 0
+
+
+# adders, in the order of `moe-asr --help`
+COMMANDS = [_add_decode, _add_transcribe, _add_export]

@@ -1,0 +1,125 @@
+"""Model subcommands: info, train, average."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info",
+        help="parameter counts of a model config: total and active per frame, per component",
+        description="Build the model of CONFIG (with --set overrides) and print total "
+        "parameters and parameters active per frame (MoE: only the top-k experts count) per "
+        "component. Guidance labels get --label-values values each.",
+    )
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--vocab-size", type=int, default=None, help="default: tokenizer.vocab_size of CONFIG"
+    )
+    p.add_argument("--label-values", type=int, default=8, help="values per guidance label")
+    p.set_defaults(func=_run_info)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from moe_asr.config import load_config
+    from moe_asr.data.labels import UNK_LABEL, LabelVocab
+    from moe_asr.model import build_model, parameter_summary
+
+    cfg = load_config(args.config, args.set)
+    vocab_size = args.vocab_size or cfg.tokenizer.vocab_size
+    names = cfg.model.moe.guidance.labels
+    vocab = LabelVocab(
+        {n: [UNK_LABEL, *(f"v{i}" for i in range(args.label_values))] for n in names}
+    )
+    model = build_model(cfg.model, vocab_size, vocab if names else None)
+    m = cfg.model
+    print(
+        f"{args.config}: ffn={m.ffn} d_model={m.d_model} layers={m.num_layers} "
+        f"experts={m.moe.num_experts} top_k={m.moe.top_k} moe_layers={model.moe_layers or '-'} "
+        f"vocab_size={vocab_size}"
+    )
+    print(f"{'component':<22} {'total':>12} {'active/frame':>13}")
+    for row in parameter_summary(model):
+        print(f"{row.component:<22} {row.total:>12,} {row.active:>13,}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model (torchrun --nproc-per-node N -m moe_asr.cli train ... for DDP)",
+        description="Train on a Kaldi data dir. Writes EXP/config.yaml (resolved), EXP/train.log, "
+        "EXP/tensorboard/, EXP/checkpoints/ (epoch-N.pt, last.pt). --resume continues the same run.",
+    )
+    p.add_argument("--config", required=True, help="YAML experiment config")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. model.moe.num_experts=8 (repeatable)",
+    )
+    p.add_argument("--train-data", required=True)
+    p.add_argument("--dev-data", required=True)
+    p.add_argument("--tokenizer", required=True, help="dir written by `moe-asr train-tokenizer`")
+    p.add_argument("--cmvn", default=None, help="global CMVN json from `moe-asr compute-cmvn`")
+    p.add_argument("--exp", required=True, help="experiment dir")
+    p.add_argument("--resume", action="store_true", help="continue from EXP/checkpoints/last.pt")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget; ends cleanly with a checkpoint (train.max_minutes)",
+    )
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from moe_asr.config import load_config
+    from moe_asr.train.trainer import TrainSetup, train
+
+    overrides = list(args.overrides)
+    if args.max_minutes is not None:
+        overrides.append(f"train.max_minutes={args.max_minutes}")
+    result = train(
+        TrainSetup(
+            config=load_config(args.config, overrides),
+            train_data=Path(args.train_data),
+            dev_data=Path(args.dev_data),
+            tokenizer_dir=Path(args.tokenizer),
+            cmvn_path=Path(args.cmvn) if args.cmvn else None,
+            exp_dir=Path(args.exp),
+            resume=args.resume,
+        )
+    )
+    print(f"{result.stopped_because}; {result.steps} steps, {result.epochs_completed} epochs")
+    return 0
+
+
+def _add_average(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "average",
+        help="average checkpoints into EXP/model.pt, the self-contained model package",
+    )
+    p.add_argument("--exp", required=True)
+    p.add_argument("--num", type=int, default=5, help="number of epoch checkpoints")
+    p.add_argument("--best", action="store_true", help="the best by dev loss, not the last")
+    p.set_defaults(func=_run_average)
+
+
+def _run_average(args: argparse.Namespace) -> int:
+    from moe_asr.train.average import average_experiment
+
+    path, epochs = average_experiment(args.exp, args.num, best=args.best)
+    used = f"epochs {', '.join(map(str, epochs))}" if epochs else "last.pt"
+    print(f"{path}: averaged {used}")
+    return 0
+
+
+# adders, in the order of `moe-asr --help`
+COMMANDS = [_add_info, _add_train, _add_average]
