@@ -146,6 +146,8 @@ class CtcBeamDecoder:
         lm = None
         lm_dict = None
         lexicon = None
+        self._lexicon = False
+        self._word_ids: dict[str, list[int]] = {}
         if lm_unit not in ("token", "word"):
             raise DecodeError(f"decode.lm_unit must be token or word, got {lm_unit!r}")
         if lm_path:
@@ -157,6 +159,7 @@ class CtcBeamDecoder:
                 if spell is None:
                     raise DecodeError("a word LM needs the tokenizer to spell its words")
                 lexicon = self._write_lexicon(path, names, spell)
+                self._lexicon = True
             else:
                 # the LM's word ids must follow our token ids: without an explicit dictionary
                 # torchaudio builds one in an arbitrary order and the LM scores the wrong tokens
@@ -174,7 +177,7 @@ class CtcBeamDecoder:
                 beam_threshold=beam_threshold,
                 lm_weight=lm_weight if lm else 0.0,
                 word_score=word_score,
-                sil_score=word_score,
+                sil_score=0.0 if lexicon else word_score,
                 blank_token=names[blank],
                 sil_token=WORD_SEP,
                 unk_word=UNK if lexicon else names[1],
@@ -197,7 +200,11 @@ class CtcBeamDecoder:
             ids = [i for i in spell(word) if names[i] != WORD_SEP]
             if not ids or any(i in (self._blank, 1, last) for i in ids):
                 return None  # unspellable: a character the acoustic model does not know
-            return [names[i] for i in ids] + ([] if self._extra else [WORD_SEP])
+            self._word_ids[word] = ids
+            # no separator in the spelling: the separator is optional silence between words
+            # (a model that drops a word boundary still finds both words); the text is
+            # rebuilt from the decoder's words
+            return [names[i] for i in ids]
 
         words = arpa_vocabulary(arpa)
         with tempfile.NamedTemporaryFile("w", suffix=".lex", delete=False) as f:
@@ -246,6 +253,8 @@ class CtcBeamDecoder:
                 continue
             tokens.append(int(tok))
             frames.append(frame)
+        if self._lexicon:
+            return self._from_words(hyp.words, tokens, frames, float(hyp.score))
         if not self._extra:  # a separator at either end carries no word boundary
             while tokens and tokens[0] == self._sil:
                 tokens.pop(0)
@@ -254,3 +263,25 @@ class CtcBeamDecoder:
                 tokens.pop()
                 frames.pop()
         return Hypothesis(tokens, float(hyp.score), frames)
+
+    def _from_words(
+        self, words: list[str], emitted: list[int], frames: list[int], score: float
+    ) -> Hypothesis:
+        """Token ids of the decoded words, a separator between words for a char model;
+        each letter keeps the frame of the emitted token it stands for."""
+        letters = [f for tok, f in zip(emitted, frames) if tok != self._sil]
+        tokens: list[int] = []
+        out_frames: list[int] = []
+        k = 0
+        for i, word in enumerate(words):
+            ids = self._word_ids.get(word)
+            if ids is None:
+                continue  # <unk> (never chosen: unk_score is -inf)
+            if i and not self._extra:
+                tokens.append(self._sil)
+                out_frames.append(letters[min(k, len(letters) - 1)] if letters else 0)
+            for tok in ids:
+                tokens.append(tok)
+                out_frames.append(letters[min(k, len(letters) - 1)] if letters else 0)
+                k += 1
+        return Hypothesis(tokens, score, out_frames)

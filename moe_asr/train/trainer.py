@@ -240,8 +240,10 @@ def train(setup: TrainSetup) -> TrainResult:
         micro = 0
         totals: dict[str, float] = {}
         n_batches = 0
+        if tcfg.max_steps and state["step"] >= tcfg.max_steps:  # e.g. resuming a finished run
+            stopped = f"reached train.max_steps={tcfg.max_steps}"
         bar = logger.progress(len(sampler), initial=state["batches_done"], desc=f"epoch {epoch}")
-        for batch in loader:
+        for batch in loader if not stopped else []:
             state["batches_done"] += 1
             bar.update(1)
             if not _all_true(len(batch) > 0, device):
@@ -313,28 +315,34 @@ def train(setup: TrainSetup) -> TrainResult:
                 + ", ".join(skipped[:10])
                 + (" ..." if len(skipped) > 10 else "")
             )
-        if stopped and state["batches_done"] < len(sampler):
-            save(last_path)  # mid-epoch: resume continues from this batch
-            break
-        # epoch finished
+        if stopped and state["batches_done"] == 0:
+            break  # stopped at an epoch boundary: that epoch is already recorded
+        # the epoch finished, or a budget stopped it part-way: either way its weights are
+        # evaluated and kept as epoch-N.pt (a partial one is replaced if a resume completes it)
+        partial = bool(stopped) and state["batches_done"] < len(sampler)
         dev = _evaluate(model, dev_loader, tokenizer, device, tcfg.bf16)
         dev = _mean_over_ranks(dev, device)
         record = {
             "epoch": epoch,
             "step": state["step"],
-            "train_" + "loss": totals.get("loss", 0.0) / max(1, n_batches),
+            "train_loss": totals["loss"] / n_batches if n_batches else None,
             **{f"dev_{k}": v for k, v in dev.items()},
             "skipped_utts": len(skipped),
             "minutes": (time.monotonic() - started) / 60,
         }
-        state["history"].append(record)
+        if partial:
+            record["partial_batches"] = state["batches_done"]
+        state["history"] = [r for r in state["history"] if r["epoch"] != epoch] + [record]
         logger.log_epoch(record)
-        state["epoch"] += 1
-        state["batches_done"] = 0
+        if not partial:
+            state["epoch"] += 1
+            state["batches_done"] = 0
         save(ckpt_dir / f"epoch-{epoch}.pt")
-        save(last_path)
+        save(last_path)  # mid-epoch after a budget stop: resume continues from this batch
         if rank == 0:
             _keep_best(ckpt_dir, state["history"], tcfg.keep_best)
+        if partial:
+            break
         if tcfg.patience and _no_improvement(state["history"], tcfg.patience):
             stopped = f"early stopping: dev loss did not improve for {tcfg.patience} epochs"
     if not stopped:

@@ -30,5 +30,5 @@ exec ../../../recipes/asr.sh \
   --train-config "$train_config" \
   --local-data-opts "--train-utts $train_utts --accents $accents --noise $noise --snrs $snrs --seed $seed" \
   --token-type char \
-  --decode-modes "ctc_greedy attention_rescoring" \
+  --decode-modes "ctc_greedy ctc_prefix_beam+lm attention_rescoring+lm" \
   "${args[@]}"
