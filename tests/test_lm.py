@@ -73,3 +73,16 @@ def test_train_lm_cli(tmp_path, capsys):
     assert main(["train-lm", "--data", str(text), "--order", "2", "--out", str(out)]) == 0
     assert "2-grams" in capsys.readouterr().out and out.exists()
     assert main(["train-lm", "--data", str(text), "--out", str(out)]) == 1  # no overwrite
+
+
+def test_word_lm_finds_words_the_model_ran_together(tmp_path):
+    """A char model that drops the separator between two words still gets both words, and
+    the text is rebuilt with the separator between them."""
+    arpa = tmp_path / "lm.arpa"
+    train_ngram(["bad cafe", "cafe bad", "bad"], 2).write_arpa(arpa)
+    letters = "badcafe"  # no separator frame between "bad" and "cafe"
+    lp = _emissions([{c: 0.9} for c in letters])
+    dec = CtcBeamDecoder(PIECES, beam=8, lm_path=arpa, lm_weight=1.0, lm_unit="word", spell=_spell)
+    hyp = dec(lp, torch.tensor([len(letters)]))[0][0]
+    assert "".join(PIECES[i] for i in hyp.tokens) == "bad▁cafe"
+    assert hyp.frames == sorted(hyp.frames) and len(hyp.frames) == len(hyp.tokens)
