@@ -15,7 +15,7 @@ venv: $(STAMP)
 
 # The main job: the synthetic accented-English recipe from scratch to the per-accent WER table.
 demo: $(STAMP)
-	cd egs/synth_accents/asr1 && PATH="$(CURDIR)/$(BIN):$$PATH" ./run.sh --train-config conf/demo.yaml
+	cd egs/synth_accents/asr1 && PATH="$(CURDIR)/$(BIN):$$PATH" ./run.sh --train-config conf/demo.yaml --train-utts 4000
 
 # Fast suite (CI); slow end-to-end checks are marked and run by `make test-all`.
 test: $(STAMP)
