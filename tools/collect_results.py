@@ -1,0 +1,115 @@
+"""Side-by-side Markdown tables of finished experiments (for a recipe's RESULTS.md).
+
+Reads what the recipe stages wrote: ``EXP/decode_<set>_<mode>/{wer.json,decode.json}``,
+``EXP/report_<set>/report.json``, ``EXP/checkpoints/history.json`` and ``EXP/model.pt``.
+
+    python tools/collect_results.py exp/dense_char exp/moe_char --set test \
+        --modes ctc_greedy attention_rescoring+lm --groups accent noise
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from moe_asr.model import parameter_summary
+from moe_asr.package import load_package
+
+
+def _wer(exp: Path, test_set: str, mode: str) -> dict | None:
+    path = exp / f"decode_{test_set}_{mode}" / "wer.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _cell(g: dict | None) -> str:
+    if not g or g.get("wer") is None:
+        return "-"
+    return f"{g['wer']:.1f} [{g['ci_low']:.1f}, {g['ci_high']:.1f}]"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("exps", nargs="+", type=Path)
+    p.add_argument("--set", default="test")
+    p.add_argument("--modes", nargs="+", default=["ctc_greedy"])
+    p.add_argument("--groups", nargs="*", default=["accent", "noise"])
+    args = p.parse_args()
+    names = [e.name for e in args.exps]
+
+    print(
+        "| system | params total | active / frame | updates | train min | "
+        + " | ".join(f"RTF {m}" for m in args.modes)
+        + " |"
+    )
+    print("|---|---:|---:|---:|---:|" + "---:|" * len(args.modes))
+    for exp in args.exps:
+        pkg = load_package(exp / "model.pt")
+        rows = parameter_summary(pkg.model)
+        total = next(r for r in rows if r.component == "total")
+        hist = json.loads((exp / "checkpoints" / "history.json").read_text())
+        rtfs = []
+        for m in args.modes:
+            d = exp / f"decode_{args.set}_{m}" / "decode.json"
+            rtfs.append(f"{json.loads(d.read_text())['rtf']:.4f}" if d.exists() else "-")
+        print(
+            f"| {exp.name} | {total.total / 1e6:.2f}M | {total.active / 1e6:.2f}M | "
+            f"{hist[-1]['step']} | {hist[-1]['minutes']:.1f} | " + " | ".join(rtfs) + " |"
+        )
+
+    for mode in args.modes:
+        wers = [_wer(e, args.set, mode) for e in args.exps]
+        print(f"\n#### {args.set}, {mode}: WER % [95% CI]\n")
+        print("| group | " + " | ".join(names) + " |")
+        print("|---|" + "---:|" * len(names))
+        print("| **all** | " + " | ".join(_cell(w and w["overall"]) for w in wers) + " |")
+        for group in args.groups:
+            values = sorted(
+                {v for w in wers if w for v in w["groups"].get(group, {}).get("values", {})}
+            )
+            for v in values:
+                cells = [
+                    _cell(w and w["groups"].get(group, {}).get("values", {}).get(v)) for w in wers
+                ]
+                print(f"| {group}={v} | " + " | ".join(cells) + " |")
+            macro = [(w or {}).get("groups", {}).get(group, {}).get("macro_wer") for w in wers]
+            print(
+                f"| {group} macro average | "
+                + " | ".join("-" if m is None else f"{m:.1f}" for m in macro)
+                + " |"
+            )
+            worst = []
+            for w in wers:
+                g = (w or {}).get("groups", {}).get(group, {})
+                v = g.get("worst")
+                worst.append("-" if v is None else f"{v} {g['values'][v]['wer']:.1f}")
+            print(f"| {group} worst | " + " | ".join(worst) + " |")
+
+    print(
+        "\n#### expert report (label-free routing): NMI(group; top-1 expert) / H(group) per MoE FFN\n"
+    )
+    for exp in args.exps:
+        path = exp / f"report_{args.set}" / "report.json"
+        if not path.exists():
+            print(f"- {exp.name}: no report (dense model)")
+            continue
+        rep = json.loads(path.read_text())
+        for group in args.groups:
+            g = rep["groups"].get(group)
+            if not g:
+                continue
+            per_layer = ", ".join(
+                f"{layer['layer']} {layer['nmi']:.3f}" for layer in g["per_layer"]
+            )
+            shuffled = [layer["nmi_shuffled"] for layer in g["per_layer"] if layer["nmi_shuffled"]]
+            base = max(shuffled) if shuffled else float("nan")
+            ident = g.get("id", {})
+            print(
+                f"- {exp.name}, {group}: mean NMI {g['nmi_mean']:.3f} ({per_layer}; shuffled-label "
+                f"baseline <= {base:.3f}); identification from routing "
+                f"{ident.get('accuracy')} (chance {ident.get('chance')})"
+            )
+
+
+if __name__ == "__main__":
+    main()
