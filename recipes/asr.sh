@@ -42,17 +42,28 @@ exp_dir="$exp_root/$tag"
 mkdir -p "$exp_dir/logs" "$data_root/.done"
 
 # run_stage N NAME MARKER CMD...: skip when MARKER exists, else log CMD and create MARKER.
+# An empty MARKER: the stage keeps a marker per output dir itself (decode, score, report),
+# so new decode modes or test sets run while finished ones are skipped.
 run_stage() {
   local n="$1" name="$2" marker="$3"
   shift 3
   if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return 0; fi
-  if [ -f "$marker" ]; then
+  if [ -n "$marker" ] && [ -f "$marker" ]; then
     echo "stage $n ($name): done before ($marker), skipped"
     return 0
   fi
   echo "stage $n ($name): $(date '+%F %T'), log: $exp_dir/logs/stage$n.log"
-  "$@" 2>&1 | tee "$exp_dir/logs/stage$n.log"
-  touch "$marker"
+  "$@" 2>&1 | tee -a "$exp_dir/logs/stage$n.log"
+  [ -z "$marker" ] || touch "$marker"
+}
+
+# done_before DIR WHAT: true (and says so) when DIR/.done.WHAT exists
+done_before() {
+  if [ -f "$1/.done.$2" ]; then
+    echo "$1: $2 done before, skipped (remove $1/.done.$2 to redo)"
+    return 0
+  fi
+  return 1
 }
 
 all_sets="$train_set $dev_set $test_sets"
@@ -110,12 +121,15 @@ stage6() {
         [ -f "$lm_path" ] || { echo "decode mode $mode needs $lm_path (--lm-order > 0)" >&2; exit 1; }
         lm=(--lm "$lm_path")
       fi
+      local out="$exp_dir/decode_${s}_${mode}"
+      done_before "$out" decode && continue
       moe-asr decode --model "$exp_dir/model.pt" --data "$data_root/$s" --mode "${mode%+lm}" \
-        "${lm[@]}" --out "$exp_dir/decode_${s}_${mode}" $decode_args
+        "${lm[@]}" --out "$out" $decode_args
+      touch "$out/.done.decode"
     done
   done
 }
-run_stage 6 decode "$exp_dir/.done.decode" stage6
+run_stage 6 decode "" stage6
 
 stage7() {
   for s in $test_sets; do
@@ -125,23 +139,55 @@ stage7() {
       groups+=(--group "$f")
     done
     for mode in $decode_modes; do
+      local out="$exp_dir/decode_${s}_${mode}"
+      done_before "$out" score && continue
       echo "== $s / $mode"
-      moe-asr score --ref "$data_root/$s/text" --hyp "$exp_dir/decode_${s}_${mode}/hyp.txt" \
-        "${groups[@]}" --cer --out "$exp_dir/decode_${s}_${mode}"
+      moe-asr score --ref "$data_root/$s/text" --hyp "$out/hyp.txt" "${groups[@]}" --cer --out "$out"
+      touch "$out/.done.score"
     done
   done
 }
-run_stage 7 score "$exp_dir/.done.score" stage7
+run_stage 7 score "" stage7
 
 stage8() {
   if grep -q "^  ffn: dense" "$exp_dir/config.yaml"; then
     echo "stage 8: $exp_dir is a dense model (no MoE layers): no expert report"
     return 0
   fi
+  local out="$exp_dir/report_$report_set"
+  done_before "$out" report && return 0
   moe-asr report --model "$exp_dir/model.pt" --data "$data_root/$report_set" \
-    --max-utts "$report_max_utts" --out "$exp_dir/report_$report_set"
-  echo "report: $exp_dir/report_$report_set/report.html"
+    --max-utts "$report_max_utts" --out "$out"
+  touch "$out/.done.report"
 }
-run_stage 8 report "$exp_dir/.done.report" stage8
+run_stage 8 report "" stage8
 
+# Summary (also after a rerun that skipped everything): overall WER of every decode, the
+# per-accent table of the last mode, and where the report is.
+summary() {
+  local s mode out last=""
+  for s in $test_sets; do
+    for mode in $decode_modes; do
+      out="$exp_dir/decode_${s}_${mode}"
+      [ -f "$out/wer.json" ] || continue
+      python3 - "$out/wer.json" "$s/$mode" <<'PY'
+import json, sys
+o = json.load(open(sys.argv[1]))["overall"]
+print(f"{sys.argv[2]:<40} WER {o['wer']:6.2f}%  [{o['ci_low']:.2f}, {o['ci_high']:.2f}]  ({o['utts']} utts)")
+PY
+      last="$out"
+    done
+  done
+  if [ -n "$last" ] && [ -f "$last/wer_by_accent.md" ]; then
+    echo
+    echo "$(basename "$last"):"
+    cat "$last/wer_by_accent.md"
+  fi
+  [ -f "$exp_dir/report_$report_set/report.html" ] && echo "report: $exp_dir/report_$report_set/report.html"
+  return 0
+}
+if [ "$stop_stage" -ge 7 ]; then
+  echo "== summary: $exp_dir"
+  summary
+fi
 echo "done: $exp_dir"

@@ -91,13 +91,17 @@ def test_every_stage_leaves_well_formed_outputs(recipe_run):
 def test_rerun_skips_done_stages_and_redoes_the_unfinished_one(recipe_run):
     tmp, _ = recipe_run
     exp = tmp / "exp" / "tiny_char"
-    # an interruption during scoring: its marker and one output are missing
-    (exp / ".done.score").unlink()
-    (exp / "decode_test_ctc_greedy" / "wer.json").unlink()
+    greedy = exp / "decode_test_ctc_greedy"
+    # an interruption while scoring the greedy decode: its marker and output are missing
+    (greedy / ".done.score").unlink()
+    (greedy / "wer.json").unlink()
     r = _run(tmp)
-    for n, name in enumerate(
-        ["data", "validate", "cmvn", "tokenizer", "train", "average", "decode"]
-    ):
+    for n, name in enumerate(["data", "validate", "cmvn", "tokenizer", "train", "average"]):
         assert f"stage {n} ({name}): done before" in r.stdout
-    assert "stage 7 (score): 20" in r.stdout  # ran again (its start time is printed)
-    assert (exp / "decode_test_ctc_greedy" / "wer.json").exists()
+    for mode in MODES:
+        assert f"decode_test_{mode}: decode done before" in r.stdout
+    assert f"decode_test_{MODES[1]}: score done before" in r.stdout
+    assert "== test / ctc_greedy" in r.stdout  # scored again
+    assert (greedy / "wer.json").exists()
+    assert "report_test: report done before" in r.stdout
+    assert "== summary" in r.stdout and "test/ctc_greedy" in r.stdout
