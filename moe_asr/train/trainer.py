@@ -106,6 +106,9 @@ def _prepare_exp_dir(setup: TrainSetup, rank: int) -> Path:
         )
     if rank == 0:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
+        # a process killed inside atomic_save leaves its temporary file (never a checkpoint)
+        for stale in ckpt_dir.glob(".*.tmp*"):
+            stale.unlink()
         cfg_path = setup.exp_dir / "config.yaml"
         new = dump_config(setup.config)
         # compared as configs, so fields added since (with their defaults) do not count
