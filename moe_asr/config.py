@@ -67,7 +67,9 @@ class GuidanceConfig:
 class MoEConfig:
     num_experts: int = 4
     top_k: int = 1
-    expert_d_ff: int = 0  # hidden size of each expert; 0 = model.d_ff (top-k: k x the dense compute)
+    expert_d_ff: int = (
+        0  # hidden size of each expert; 0 = model.d_ff (top-k: k x the dense compute)
+    )
     capacity_factor: float = 0.0  # 0 = dropless; >0 = overflow passes through the residual
     noisy_gate_std: float = 0.0  # noisy top-k: std of gate noise in training (0 = off)
     num_shared_experts: int = 0

@@ -54,7 +54,9 @@ def main() -> None:
             rtfs.append(f"{json.loads(d.read_text())['rtf']:.4f}" if d.exists() else "-")
         print(
             f"| {exp.name} | {total.total / 1e6:.2f}M | {total.active / 1e6:.2f}M | "
-            f"{hist[-1]['step']} | {max(r['minutes'] for r in hist):.1f} | " + " | ".join(rtfs) + " |"
+            f"{hist[-1]['step']} | {max(r['minutes'] for r in hist):.1f} | "
+            + " | ".join(rtfs)
+            + " |"
         )
 
     for mode in args.modes:
