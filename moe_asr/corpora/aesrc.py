@@ -29,7 +29,7 @@ from moe_asr.corpora.common import (
     normalize_text,
     read_metadata_text,
     safe_id,
-    split_speakers,
+    split_by_accent,
     write_splits,
 )
 
@@ -121,11 +121,7 @@ def prepare_aesrc(
                 tail = stem if stem.startswith(spk_dir.name) else f"{spk_dir.name}-{stem}"
                 utt_id = f"{accent}-{safe_id(tail)}"
                 utts.append(Utterance(utt_id, spk, wavs[stem], text, accent, gender))
-    spk2accent = {u.speaker: u.accent or "unk" for u in utts}
-    assign = split_speakers(
-        spk2accent, dev_per_group=dev_per_accent, test_per_group=test_per_accent, seed=seed
+    splits = split_by_accent(
+        utts, dev_per_group=dev_per_accent, test_per_group=test_per_accent, seed=seed
     )
-    splits: dict[str, list[Utterance]] = {"train": [], "dev": [], "test": []}
-    for u in utts:
-        splits[assign[u.speaker]].append(u)
     return write_splits("aesrc", splits, out_dir, warn, overwrite=overwrite)

@@ -33,6 +33,7 @@ __all__ = [
     "normalize_gender",
     "safe_id",
     "split_speakers",
+    "split_by_accent",
     "check_speaker_disjoint",
     "write_splits",
 ]
@@ -173,6 +174,22 @@ def split_speakers(
         for i, spk in enumerate(spks):
             out[spk] = "test" if i < n_test else "dev" if i < n_test + n_dev else "train"
     return out
+
+
+def split_by_accent(
+    utts: list[Utterance], *, dev_per_group: int = 1, test_per_group: int = 1, seed: int = 0
+) -> dict[str, list[Utterance]]:
+    """``split_speakers`` stratified by accent (no accent counts as ``unk``), applied to utts."""
+    assign = split_speakers(
+        {u.speaker: u.accent or UNK for u in utts},
+        dev_per_group=dev_per_group,
+        test_per_group=test_per_group,
+        seed=seed,
+    )
+    splits: dict[str, list[Utterance]] = {"train": [], "dev": [], "test": []}
+    for u in utts:
+        splits[assign[u.speaker]].append(u)
+    return splits
 
 
 def check_speaker_disjoint(splits: dict[str, list[Utterance]]) -> None:

@@ -26,7 +26,7 @@ from moe_asr.corpora.common import (
     normalize_gender,
     normalize_text,
     read_metadata_text,
-    split_speakers,
+    split_by_accent,
     write_splits,
 )
 
@@ -121,11 +121,7 @@ def prepare_vctk(
             continue
         accent, gender = meta.get(spk, (None, None))
         utts.append(Utterance(stem, spk, audio[stem], text, accent=accent, gender=gender))
-    spk2accent = {u.speaker: u.accent or "unk" for u in utts}
-    assign = split_speakers(
-        spk2accent, dev_per_group=dev_per_accent, test_per_group=test_per_accent, seed=seed
+    splits = split_by_accent(
+        utts, dev_per_group=dev_per_accent, test_per_group=test_per_accent, seed=seed
     )
-    splits: dict[str, list[Utterance]] = {"train": [], "dev": [], "test": []}
-    for u in utts:
-        splits[assign[u.speaker]].append(u)
     return write_splits("vctk", splits, out_dir, warn, overwrite=overwrite)
