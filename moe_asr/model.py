@@ -85,6 +85,7 @@ class ModelOutput:
     label_loss: Tensor
     router_stats: list[RouterStats]
     label_logits: dict[str, Tensor]
+    encoder: EncoderOutput  # what the losses were computed on (e.g. for dev CER: no 2nd pass)
 
 
 def moe_layer_indices(spec: str, num_layers: int) -> list[int]:
@@ -252,6 +253,7 @@ class AsrModel(nn.Module):
             label_loss=label_loss,
             router_stats=enc.router_stats,
             label_logits=enc.label_logits,
+            encoder=enc,
         )
 
     def _ctc_loss(self, enc: EncoderOutput, tokens: Tensor, token_lens: Tensor) -> Tensor:

@@ -13,10 +13,12 @@ import json
 import logging
 import math
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -162,10 +164,6 @@ def train(setup: TrainSetup) -> TrainResult:
     rank, world, device = _init_distributed()
     ckpt_dir = _prepare_exp_dir(setup, rank)
     torch.manual_seed(tcfg.seed)
-    import random
-
-    import numpy as np
-
     random.seed(tcfg.seed)
     np.random.seed(tcfg.seed)
 
@@ -383,7 +381,7 @@ def _evaluate(model, loader, tokenizer, device, bf16: bool) -> dict[str, float]:
         batch = batch.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(batch.feats, batch.feat_lens, batch.tokens, batch.token_lens, None)
-            enc = model.encode(batch.feats, batch.feat_lens)
+            enc = out.encoder  # label-free in eval mode: the same pass a decoder would run
             log_probs = model.ctc_log_probs(enc.out)
         if torch.isfinite(out.loss):
             loss_sum += float(out.loss)
