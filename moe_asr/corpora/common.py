@@ -21,6 +21,7 @@ from pathlib import Path
 
 from moe_asr.data.datadir import DataDir, Segment, write_datadir
 from moe_asr.errors import UserError
+from moe_asr.files import atomic_write_text
 
 __all__ = [
     "CorpusError",
@@ -220,7 +221,7 @@ def _prepare_out_dir(path: Path, corpus: str) -> None:
             if (path / name).is_file():
                 (path / name).unlink()
     path.mkdir(parents=True, exist_ok=True)
-    (path / _MARKER).write_text(corpus + "\n", encoding="utf-8")
+    atomic_write_text(path / _MARKER, corpus + "\n")
 
 
 def write_splits(

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 from moe_asr.corpora.common import CorpusError
+from moe_asr.files import atomic_write_text
 
 __all__ = ["FREE_DOWNLOADS", "MANUAL_DOWNLOADS", "download_urls", "download_corpus"]
 
@@ -110,5 +111,5 @@ def download_corpus(
         for inner in nested:
             if inner.is_file():
                 _extract(inner, inner.parent)
-        marker.write_text(url + "\n", encoding="utf-8")
+        atomic_write_text(marker, url + "\n")
     return target

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moe_asr.errors import UserError
+from moe_asr.files import atomic_open, atomic_write_text
 
 __all__ = [
     "DataDirError",
@@ -125,16 +126,13 @@ def read_table(path: str | Path, *, allow_empty: bool = False) -> dict[str, str]
 
 
 def write_table(path: str | Path, table: dict[str, object]) -> None:
-    """Write a table sorted by id, atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write a table sorted by id, atomically (``moe_asr.files.atomic_open``)."""
+    with atomic_open(path, "w") as f:
         for key in sorted(table):
             value = table[key]
             if isinstance(value, (list, tuple)):
                 value = " ".join(map(str, value))
             f.write(f"{key} {value}\n")
-    tmp.replace(path)
 
 
 def load_datadir(path: str | Path, *, allow_pipes: bool = False) -> DataDir:
@@ -511,9 +509,7 @@ def fix_datadir(path: str | Path, *, allow_pipes: bool = False) -> FixReport:
     for utt in sorted(keep):
         spk2utt.setdefault(utt2spk[utt], []).append(utt)
     write_table(path / "spk2utt", spk2utt)
-    (backup / "dropped").write_text(
-        "".join(f"{u} {r}\n" for u, r in sorted(dropped.items())), encoding="utf-8"
-    )
+    atomic_write_text(backup / "dropped", "".join(f"{u} {r}\n" for u, r in sorted(dropped.items())))
     return FixReport(backup=backup, dropped=dropped, kept=len(keep), filled_unk=filled)
 
 
