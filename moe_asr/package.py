@@ -71,8 +71,8 @@ def load_package(path: str | Path, device: str | torch.device = "cpu") -> ModelP
         obj = load_checkpoint(path, map_location=device)
     except UserError as e:
         raise PackageError(
-            f"{e}; this is not a moe_asr model package (packages are EXP/model.pt, made by "
-            "`moe-asr average` from a training run)"
+            f"{e}; moe_asr model packages are EXP/model.pt files made by `moe-asr average` "
+            "from a training run"
         ) from e
     if obj.get("format") != PACKAGE_FORMAT:
         raise PackageError(

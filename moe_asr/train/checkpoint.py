@@ -59,7 +59,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "loads (only tensors and plain values)"
         ) from e
     except Exception as e:  # noqa: BLE001 - zip, EOF, unpickling and device errors alike
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = str(e).strip()
+        first = text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(e).__name__
         raise CheckpointError(
             f"{path}: not a readable moe_asr file (corrupt or truncated: {first})"
         ) from e
