@@ -17,6 +17,7 @@ import torch
 import torchaudio.transforms as T
 
 from moe_asr.errors import UserError
+from moe_asr.files import atomic_open
 
 __all__ = ["AudioError", "AudioInfo", "audio_info", "load_audio", "resample", "save_audio"]
 
@@ -164,5 +165,8 @@ def load_audio(
 def save_audio(
     path: str | Path, wav: np.ndarray, sample_rate: int, subtype: str = "PCM_16"
 ) -> None:
-    """Write a mono signal (format from the extension)."""
-    sf.write(str(path), wav, sample_rate, subtype=subtype)
+    """Write a mono signal atomically, without fsync (bulk data; format from the extension)."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").upper() or "WAV"
+    with atomic_open(path, "wb", durable=False) as f:
+        sf.write(f, wav, sample_rate, subtype=subtype, format=fmt)

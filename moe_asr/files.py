@@ -93,11 +93,15 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w", encoding: str = "utf-8") -> Iterator[IO[Any]]:
+def atomic_open(
+    path: str | Path, mode: str = "w", encoding: str = "utf-8", *, durable: bool = True
+) -> Iterator[IO[Any]]:
     """``with atomic_open(path, "w"|"wb") as f: ...``: ``path`` appears complete or not at all.
 
     The parent dir is created. Any OSError (also one raised by the code writing to ``f``)
     becomes a WriteError naming ``path``; the temporary file is removed in every case.
+    ``durable=False`` skips the fsyncs (bulk data such as thousands of synthesized wavs):
+    a killed process still never leaves a partial file, only a power loss could.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
@@ -109,7 +113,8 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str = "utf-8") -> I
         with open(tmp, mode, **kwargs) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         if isinstance(e, WriteError):
@@ -118,7 +123,8 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str = "utf-8") -> I
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 @contextlib.contextmanager

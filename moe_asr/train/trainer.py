@@ -203,10 +203,13 @@ def train(setup: TrainSetup) -> TrainResult:
     rank, world, device = _init_distributed()
     lock = DirLock(setup.exp_dir, what="training run") if rank == 0 else None
     with lock if lock is not None else contextlib.nullcontext():
-        return _train(setup, rank, world, device)
+        stale = lock.stale if lock is not None else None
+        return _train(setup, rank, world, device, stale_lock=stale)
 
 
-def _train(setup: TrainSetup, rank: int, world: int, device: torch.device) -> TrainResult:
+def _train(
+    setup: TrainSetup, rank: int, world: int, device: torch.device, *, stale_lock: str | None
+) -> TrainResult:
     cfg = setup.config
     tcfg = cfg.train
     if tcfg.num_threads > 0:
@@ -255,6 +258,10 @@ def _train(setup: TrainSetup, rank: int, world: int, device: torch.device) -> Tr
             else ""
         )
     )
+    if stale_lock:
+        logger.warning(
+            f"{setup.exp_dir}: took over the stale lock of a dead training run ({stale_lock})"
+        )
     for w in data_warnings:
         logger.warning(w)
 

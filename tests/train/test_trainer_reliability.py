@@ -168,3 +168,34 @@ def test_transcript_warnings_name_empty_and_unknown_characters():
     assert "1 utterance(s) with an empty transcript" in msgs[0] and "u2" in msgs[0]
     assert "'z' (u3)" in msgs[1] and "<unk>" in msgs[1]
     assert transcript_warnings(dd, ["u1", "u4"], tok) == []
+
+
+def test_stale_lock_of_a_dead_run_is_named_and_taken_over(corpus, tmp_path):  # noqa: F811
+    from moe_asr.files import _host
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (exp / ".lock").write_text(f"{_host()} {dead.pid} 2026-12-01T00:00:00\n")
+    assert main(_args(corpus, exp, "--set", "train.max_epochs=1")) == 0
+    log = (exp / "train.log").read_text()
+    assert f"took over the stale lock of a dead training run ({_host()} {dead.pid})" in log
+    assert not (exp / ".lock").exists()
+
+
+def test_disk_full_outside_the_atomic_writers_is_one_line(monkeypatch, capsys):
+    import errno
+
+    from moe_asr.cli import train as train_cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "exp/train.log")
+
+    monkeypatch.setattr(train_cli, "_run_average", full)
+    assert main(["average", "--exp", "x"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err == "moe-asr average: error: exp/train.log: no space left on device; free some "
+        "space, then run the command again\n"
+    )
