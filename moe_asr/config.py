@@ -41,6 +41,7 @@ __all__ = [
     "apply_overrides",
     "dump_config",
     "validate_config",
+    "SECTIONS",
 ]
 
 
@@ -292,7 +293,14 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return config_from_dict(data)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    sections: tuple[str, ...] | None = None,
+) -> Config:
+    """Defaults, then the YAML file at ``path``, then ``overrides``; validated (every
+    section, or only ``sections`` for a command that uses just those)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -310,7 +318,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"{path}: {e}") from e
     cfg = apply_overrides(cfg, overrides or [])
     try:
-        validate_config(cfg)
+        validate_config(cfg, sections or SECTIONS)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}" if path is not None else str(e)) from e
     return cfg
@@ -371,14 +379,27 @@ def _moe_layers_ok(spec: str, num_layers: int) -> bool:
     return bool(idx) and all(0 <= i < num_layers for i in idx)
 
 
-def validate_config(cfg: Config) -> None:
+SECTIONS = ("model", "data", "tokenizer", "train", "decode")
+
+
+def validate_config(cfg: Config, sections: tuple[str, ...] = SECTIONS) -> None:
     """Check every value of ``cfg``; raise one ConfigError naming each bad ``key=value``.
 
     Ranges, the names of swappable parts, divisibility (heads) and cross-field rules
-    (top_k <= num_experts, input_dim == num_mel_bins, ...). Label-dependent rules (label
-    vocabularies, expert groups per label) need the data and stay with the model builder.
+    (top_k <= num_experts, input_dim == num_mel_bins, ...). ``sections`` limits the pass
+    to the parts a command uses (``compute-cmvn``: data only); the model's rules include
+    its cross-field rules with ``data.features``. Label-dependent rules (label vocabularies,
+    expert groups per label) need the data and stay with the model builder.
     """
     c = _Checker()
+    unknown = set(sections) - set(SECTIONS)
+    assert not unknown, f"unknown config sections {unknown}"
+    for name in sections:
+        _SECTION_CHECKS[name](c, cfg)
+    c.done()
+
+
+def _check_model(c: _Checker, cfg: Config) -> None:
     m = cfg.model
     c.positive("model.input_dim", m.input_dim)
     c.positive("model.d_model", m.d_model)
@@ -444,19 +465,22 @@ def validate_config(cfg: Config) -> None:
     c.unit("model.moe.guidance.label_dropout", g.label_dropout)
     c.at_least("model.moe.guidance.router_loss_weight", g.router_loss_weight, 0)
     c.at_least("model.moe.guidance.estimate_loss_weight", g.estimate_loss_weight, 0)
-
     f = cfg.data.features
-    c.positive("data.features.sample_rate", f.sample_rate)
-    c.positive("data.features.num_mel_bins", f.num_mel_bins)
-    c.positive("data.features.frame_length_ms", f.frame_length_ms)
-    c.positive("data.features.frame_shift_ms", f.frame_shift_ms)
-    c.at_least("data.features.dither", f.dither, 0)
     c.rule(
         f.num_mel_bins == m.input_dim,
         "model.input_dim",
         m.input_dim,
         f"must equal data.features.num_mel_bins={f.num_mel_bins} (the feature dimension)",
     )
+
+
+def _check_data(c: _Checker, cfg: Config) -> None:
+    f = cfg.data.features
+    c.positive("data.features.sample_rate", f.sample_rate)
+    c.positive("data.features.num_mel_bins", f.num_mel_bins)
+    c.positive("data.features.frame_length_ms", f.frame_length_ms)
+    c.positive("data.features.frame_shift_ms", f.frame_shift_ms)
+    c.at_least("data.features.dither", f.dither, 0)
     a = cfg.data.augment
     c.rule(
         all(s > 0 for s in a.speed_perturb),
@@ -479,9 +503,13 @@ def validate_config(cfg: Config) -> None:
     c.at_least("data.num_buckets", dc.num_buckets, 1)
     c.at_least("data.num_workers", dc.num_workers, 0)
 
+
+def _check_tokenizer(c: _Checker, cfg: Config) -> None:
     c.choice("tokenizer.type", cfg.tokenizer.type, _TOKENIZERS)
     c.at_least("tokenizer.vocab_size", cfg.tokenizer.vocab_size, 4)
 
+
+def _check_train(c: _Checker, cfg: Config) -> None:
     t = cfg.train
     c.positive("train.lr", t.lr)
     c.at_least("train.weight_decay", t.weight_decay, 0)
@@ -499,6 +527,8 @@ def validate_config(cfg: Config) -> None:
     c.at_least("train.max_bad_steps", t.max_bad_steps, 1)
     c.at_least("train.num_threads", t.num_threads, 0)
 
+
+def _check_decode(c: _Checker, cfg: Config) -> None:
     dec = cfg.decode
     c.choice("decode.mode", dec.mode, _DECODE_MODES)
     c.at_least("decode.beam", dec.beam, 1)
@@ -507,7 +537,15 @@ def validate_config(cfg: Config) -> None:
     c.at_least("decode.batch_size", dec.batch_size, 1)
     c.at_least("decode.nbest", dec.nbest, 1)
     c.positive("decode.window_seconds", dec.window_seconds)
-    c.done()
+
+
+_SECTION_CHECKS = {
+    "model": _check_model,
+    "data": _check_data,
+    "tokenizer": _check_tokenizer,
+    "train": _check_train,
+    "decode": _check_decode,
+}
 
 
 def dump_config(cfg: Config, path: str | Path | None = None) -> str:

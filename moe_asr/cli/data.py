@@ -262,7 +262,7 @@ def _run_compute_cmvn(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise CmvnError(f"{out}: already exists; pass --overwrite to replace it")
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, sections=("data",))  # features only
     cmvn = compute_cmvn(args.data_dir, cfg.data.features, num_workers=args.num_workers)
     cmvn.save(out)
     print(
