@@ -44,7 +44,8 @@ __all__ = [
 log = logging.getLogger("moe_asr.files")
 
 LOCK_NAME = ".lock"
-_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp\.(?P<host>[^.]+)\.(?P<pid>\d+)$")
+# ".<name>.tmp.<host>.<pid>"; also ".<name>.tmp<pid>" of releases before the host was added
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp(?:\.(?P<host>[^.]+)\.)?(?P<pid>\d+)$")
 
 
 class WriteError(UserError, OSError):
@@ -187,7 +188,8 @@ def remove_stale_temps(directory: str | Path) -> list[Path]:
         return removed
     for p in sorted(directory.iterdir()):
         m = _TEMP_RE.match(p.name)
-        if not m or m["host"] != _host() or _pid_alive(int(m["pid"])) or not p.is_file():
+        host = m["host"] if m and m["host"] is not None else _host()
+        if not m or host != _host() or _pid_alive(int(m["pid"])) or not p.is_file():
             continue
         with contextlib.suppress(OSError):
             p.unlink()

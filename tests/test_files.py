@@ -164,7 +164,8 @@ def test_stale_temp_cleanup_spares_live_writers(tmp_path):
     dead = tmp_path / f".last.pt.tmp.{host}.{_dead_pid()}"
     other = tmp_path / f".last.pt.tmp.otherhost.{_dead_pid()}"
     unrelated = tmp_path / ".notes.tmp"
-    for p in (live, dead, other, unrelated):
+    legacy = tmp_path / f".epoch-1.pt.tmp{_dead_pid()}"  # the name before hosts were added
+    for p in (live, dead, other, unrelated, legacy):
         p.write_text("x")
-    assert remove_stale_temps(tmp_path) == [dead]
+    assert sorted(remove_stale_temps(tmp_path)) == sorted([dead, legacy])
     assert live.exists() and other.exists() and unrelated.exists() and not dead.exists()

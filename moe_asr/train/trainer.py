@@ -35,7 +35,7 @@ from moe_asr.train.checkpoint import (
 from moe_asr.train.monitor import TrainLogger
 from moe_asr.train.schedule import build_optimizer, build_scheduler
 
-__all__ = ["TrainError", "TrainSetup", "TrainResult", "train"]
+__all__ = ["TrainError", "TrainSetup", "TrainResult", "train", "transcript_warnings"]
 
 log = logging.getLogger("moe_asr.train")
 
