@@ -7,6 +7,7 @@ All audio I/O goes through soundfile (wav, flac, ogg, mp3...). Errors are
 from __future__ import annotations
 
 import functools
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 import torchaudio.transforms as T
 
 from moe_asr.errors import UserError
+from moe_asr.files import atomic_open
 
 __all__ = ["AudioError", "AudioInfo", "audio_info", "load_audio", "resample", "save_audio"]
 
@@ -50,6 +52,19 @@ def _open_error(path: Path, err: Exception) -> AudioError:
     return AudioError(path, f"not a readable audio file ({err})")
 
 
+def _check_regular(path: Path) -> None:
+    """Refuse a FIFO, device or socket before opening it (opening a FIFO blocks forever)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing or unreadable: soundfile's error is turned into a clear one below
+    if stat.S_ISDIR(mode):
+        raise AudioError(path, "is a directory, not an audio file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise AudioError(path, f"is {kind}; give an audio file (pipes and devices are not read)")
+
+
 def _check_riff(path: Path) -> None:
     """libsndfile silently shortens a truncated WAV; compare the data chunk size with the file."""
     with open(path, "rb") as f:
@@ -75,6 +90,7 @@ def _check_riff(path: Path) -> None:
 def audio_info(path: str | Path) -> AudioInfo:
     """Header information; raises AudioError when the file cannot be opened as audio."""
     path = Path(path)
+    _check_regular(path)
     try:
         info = sf.info(str(path))
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError or OSError
@@ -112,6 +128,7 @@ def load_audio(
     truncated, corrupt or non-audio file, or a segment outside the file.
     """
     path = Path(path)
+    _check_regular(path)
     try:
         _check_riff(path)
         with sf.SoundFile(str(path)) as f:
@@ -148,5 +165,8 @@ def load_audio(
 def save_audio(
     path: str | Path, wav: np.ndarray, sample_rate: int, subtype: str = "PCM_16"
 ) -> None:
-    """Write a mono signal (format from the extension)."""
-    sf.write(str(path), wav, sample_rate, subtype=subtype)
+    """Write a mono signal atomically, without fsync (bulk data; format from the extension)."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").upper() or "WAV"
+    with atomic_open(path, "wb", durable=False) as f:
+        sf.write(f, wav, sample_rate, subtype=subtype, format=fmt)

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from moe_asr.errors import UserError
+from moe_asr.files import atomic_path, atomic_write_text
 
 __all__ = ["ExportError", "ExportResult", "export_model", "FORMATS"]
 
@@ -152,11 +153,37 @@ def export_model(
     feats, lens = _check_input(model.cfg.input_dim, int(model.encoder.frontend.min_input_frames))
     with torch.no_grad():
         ref, ref_lens = _EncoderCtc(model)(feats, lens)
-    tmp = out.with_name(out.name + ".tmp")
+    with atomic_path(out) as tmp:
+        got = _export_to(wrapper, tmp, feats, lens, format=format, int8=int8)
+        if not torch.equal(got[1].long(), ref_lens.long()):
+            raise ExportError(f"exported model gives lengths {got[1].tolist()}, PyTorch {ref_lens}")
+        diff, agree = _compare(got[0], ref, ref_lens)
+    meta = {
+        "format": format,
+        "int8": int8,
+        "inputs": {"feats": "(B, T, F) raw Kaldi fbank", "feat_lens": "(B,) int64"},
+        "outputs": {"log_probs": "(B, T', V) CTC log-probabilities", "lens": "(B,) int64"},
+        "tokens": package.tokenizer.tokens,
+        "blank": 0,
+        "features": asdict(fcfg),
+        "frame_seconds": model.cfg.subsampling * fcfg.frame_shift_ms / 1000.0,
+        "max_abs_diff_vs_pytorch": diff,
+        "argmax_agreement_vs_pytorch": agree,
+    }
+    atomic_write_text(
+        out.with_name(out.name + ".json"), json.dumps(meta, indent=1, ensure_ascii=False)
+    )
+    return ExportResult(str(out), format, int8, diff, agree, out.stat().st_size)
+
+
+def _export_to(
+    wrapper: nn.Module, tmp: Path, feats: Tensor, lens: Tensor, *, format: str, int8: bool
+) -> tuple[Tensor, Tensor]:
+    """Write the export to ``tmp`` and run it on the check input: (log_probs, lens)."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python values in encode()
         if format == "onnx":
-            fp32 = tmp if not int8 else out.with_name(out.name + ".fp32.tmp")
+            fp32 = tmp if not int8 else tmp.with_name(tmp.name + ".fp32")
             torch.onnx.export(
                 wrapper,
                 (feats, lens),
@@ -182,36 +209,16 @@ def export_model(
                     quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
                 finally:
                     root.setLevel(level)
-                fp32.unlink()
-            got = _run_onnx(tmp, feats, lens)
-        else:
-            module: nn.Module = wrapper
-            if int8:
-                from torch.ao.quantization import quantize_dynamic
+                    fp32.unlink(missing_ok=True)
+            return _run_onnx(tmp, feats, lens)
+        module: nn.Module = wrapper
+        if int8:
+            from torch.ao.quantization import quantize_dynamic
 
-                module = quantize_dynamic(wrapper, {nn.Linear}, dtype=torch.qint8)
-            traced = torch.jit.trace(module, (feats, lens), check_trace=False)
-            torch.jit.save(traced, str(tmp))
-            got = torch.jit.load(str(tmp))(feats, lens)
-    if not torch.equal(got[1].long(), ref_lens.long()):
-        tmp.unlink()
-        raise ExportError(f"exported model gives lengths {got[1].tolist()}, PyTorch {ref_lens}")
-    diff, agree = _compare(got[0], ref, ref_lens)
-    tmp.replace(out)
-    meta = {
-        "format": format,
-        "int8": int8,
-        "inputs": {"feats": "(B, T, F) raw Kaldi fbank", "feat_lens": "(B,) int64"},
-        "outputs": {"log_probs": "(B, T', V) CTC log-probabilities", "lens": "(B,) int64"},
-        "tokens": package.tokenizer.tokens,
-        "blank": 0,
-        "features": asdict(fcfg),
-        "frame_seconds": model.cfg.subsampling * fcfg.frame_shift_ms / 1000.0,
-        "max_abs_diff_vs_pytorch": diff,
-        "argmax_agreement_vs_pytorch": agree,
-    }
-    out.with_name(out.name + ".json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
-    return ExportResult(str(out), format, int8, diff, agree, out.stat().st_size)
+            module = quantize_dynamic(wrapper, {nn.Linear}, dtype=torch.qint8)
+        traced = torch.jit.trace(module, (feats, lens), check_trace=False)
+        torch.jit.save(traced, str(tmp))
+        return torch.jit.load(str(tmp))(feats, lens)
 
 
 def _run_onnx(path: Path, feats: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moe_asr.errors import UserError
+from moe_asr.files import atomic_open
 
 __all__ = [
     "LmError",
@@ -62,7 +63,7 @@ class NgramLM:
 
     def write_arpa(self, path: str | Path) -> Path:
         path = Path(path)
-        with open(path, "w", encoding="utf-8") as f:
+        with atomic_open(path, "w") as f:
             f.write("\n\\data\\\n")
             for n in range(1, self.order + 1):
                 f.write(f"ngram {n}={len(self.prob[n])}\n")
@@ -180,7 +181,7 @@ def write_lexicon(words: Iterable[str], spell, path: str | Path) -> tuple[Path, 
     never saw). Returns the path and the words left out."""
     path = Path(path)
     skipped = []
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w") as f:
         for w in words:
             pieces = spell(w)
             if not pieces:

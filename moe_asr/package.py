@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from moe_asr.config import Config, config_from_dict, config_to_dict
+from moe_asr.config import Config, ConfigError, config_from_dict, config_to_dict, validate_config
 from moe_asr.data.labels import LabelVocab
 from moe_asr.errors import UserError
 from moe_asr.train.checkpoint import atomic_save, load_checkpoint
@@ -71,18 +71,44 @@ def load_package(path: str | Path, device: str | torch.device = "cpu") -> ModelP
         obj = load_checkpoint(path, map_location=device)
     except UserError as e:
         raise PackageError(
-            f"{e} (a model package is EXP/model.pt made by `moe-asr average`)"
+            f"{e}; moe_asr model packages are EXP/model.pt files made by `moe-asr average` "
+            "from a training run"
         ) from e
     if obj.get("format") != PACKAGE_FORMAT:
         raise PackageError(
             f"{path}: not a moe_asr model package (format {obj.get('format')!r}, expected "
             f"{PACKAGE_FORMAT!r}); training checkpoints become packages with `moe-asr average`"
         )
-    config = config_from_dict(yaml.safe_load(obj["config_yaml"]))
-    tokenizer = Tokenizer.from_bytes(obj["tokenizer"])
-    label_vocab = LabelVocab.from_dict(obj["label_vocab"]) if obj["label_vocab"] else None
-    model = build_model(config.model, tokenizer.vocab_size, label_vocab)
-    missing, unexpected = model.load_state_dict(obj["model_state"], strict=False)
+    corrupt = f"{path}: corrupt model package"
+    redo = "package the experiment again with `moe-asr average --overwrite`"
+    for key, kind in _FIELDS.items():
+        if not isinstance(obj.get(key), kind):
+            raise PackageError(f"{corrupt}: field {key!r} is missing or of the wrong type; {redo}")
+    try:
+        raw = yaml.safe_load(obj["config_yaml"])
+        if not isinstance(raw, dict):
+            raise ConfigError("the config is not a mapping")
+        config = config_from_dict(raw)
+        validate_config(config)
+    except (yaml.YAMLError, ConfigError) as e:
+        raise PackageError(f"{corrupt}: its config is invalid ({e}); {redo}") from e
+    try:
+        tokenizer = Tokenizer.from_bytes(obj["tokenizer"])
+        label_vocab = LabelVocab.from_dict(obj["label_vocab"]) if obj["label_vocab"] else None
+        model = build_model(config.model, tokenizer.vocab_size, label_vocab)
+    except (UserError, ValueError, KeyError, TypeError) as e:
+        raise PackageError(f"{corrupt}: {' '.join(str(e).split())}; {redo}") from e
+    state = obj["model_state"]
+    own = model.state_dict()
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise PackageError(f"{corrupt}: weight {name!r} is not a tensor; {redo}")
+        if name in own and tensor.shape != own[name].shape:
+            raise PackageError(
+                f"{corrupt}: weight {name!r} has shape {tuple(tensor.shape)}, the packaged "
+                f"config builds {tuple(own[name].shape)}; {redo}"
+            )
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise PackageError(
             f"{path}: weights do not match the packaged config "
@@ -90,3 +116,13 @@ def load_package(path: str | Path, device: str | torch.device = "cpu") -> ModelP
         )
     model.to(device).eval()
     return ModelPackage(model, config, tokenizer, label_vocab, dict(obj["meta"]))
+
+
+# what a package holds, and of which type (checked before anything is built from it)
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "config_yaml": str,
+    "model_state": dict,
+    "tokenizer": (bytes, bytearray),
+    "label_vocab": dict,
+    "meta": dict,
+}

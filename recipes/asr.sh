@@ -81,12 +81,14 @@ stage1() {
 }
 run_stage 1 validate "$data_root/.done/stage1" stage1
 
-stage2() { moe-asr compute-cmvn "$data_root/$train_set" "$data_root/$train_set/cmvn.json"; }
+# A stage whose marker is missing redoes its own outputs: hence --overwrite below (the
+# commands refuse to replace results otherwise; files they do not write are kept).
+stage2() { moe-asr compute-cmvn "$data_root/$train_set" "$data_root/$train_set/cmvn.json" --overwrite; }
 run_stage 2 cmvn "$data_root/.done/stage2" stage2
 
 stage3() {
   moe-asr train-tokenizer --data "$data_root/$train_set/text" --type "$token_type" \
-    --vocab-size "$nbpe" --out "$lang_dir"
+    --vocab-size "$nbpe" --out "$lang_dir" --overwrite
   if [ "$lm_order" -gt 0 ] && [ ! -f "$lm_path" ]; then
     moe-asr train-lm --data "$data_root/$train_set" --order "$lm_order" --out "$lm_path"
   fi
@@ -109,7 +111,7 @@ run_stage 4 train "$exp_dir/.done.train" stage4
 stage5() {
   local best=()
   [ "$avg_best" = true ] && best=(--best)
-  moe-asr average --exp "$exp_dir" --num "$num_avg" "${best[@]}"
+  moe-asr average --exp "$exp_dir" --num "$num_avg" "${best[@]}" --overwrite
 }
 run_stage 5 average "$exp_dir/.done.average" stage5
 
@@ -124,7 +126,7 @@ stage6() {
       local out="$exp_dir/decode_${s}_${mode}"
       done_before "$out" decode && continue
       moe-asr decode --model "$exp_dir/model.pt" --data "$data_root/$s" --mode "${mode%+lm}" \
-        "${lm[@]}" --out "$out" $decode_args
+        "${lm[@]}" --out "$out" --overwrite $decode_args
       touch "$out/.done.decode"
     done
   done
@@ -142,7 +144,8 @@ stage7() {
       local out="$exp_dir/decode_${s}_${mode}"
       done_before "$out" score && continue
       echo "== $s / $mode"
-      moe-asr score --ref "$data_root/$s/text" --hyp "$out/hyp.txt" "${groups[@]}" --cer --out "$out"
+      moe-asr score --ref "$data_root/$s/text" --hyp "$out/hyp.txt" "${groups[@]}" --cer \
+        --out "$out" --overwrite
       touch "$out/.done.score"
     done
   done
@@ -157,7 +160,7 @@ stage8() {
   local out="$exp_dir/report_$report_set"
   done_before "$out" report && return 0
   moe-asr report --model "$exp_dir/model.pt" --data "$data_root/$report_set" \
-    --max-utts "$report_max_utts" --out "$out"
+    --max-utts "$report_max_utts" --out "$out" --overwrite
   touch "$out/.done.report"
 }
 run_stage 8 report "" stage8

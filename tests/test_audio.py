@@ -94,3 +94,28 @@ def test_audio_info(tmp_path):
     info = audio_info(path)
     assert (info.sample_rate, info.channels, info.frames) == (44100, 2, 22050)
     assert info.duration == pytest.approx(0.5)
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "in.wav"
+    os.mkfifo(fifo)
+    errors: list[Exception] = []
+
+    def load(fn):
+        try:
+            fn(fifo)
+        except AudioError as e:
+            errors.append(e)
+
+    for fn in (load_audio, audio_info):
+        t = threading.Thread(target=load, args=(fn,), daemon=True)
+        t.start()
+        t.join(timeout=10)
+        if t.is_alive():  # opening it would block until a writer appears: unblock and fail
+            with open(fifo, "wb"):
+                pass
+            pytest.fail(f"{fn.__name__} opened the FIFO")
+    assert len(errors) == 2 and all("FIFO" in str(e) for e in errors)

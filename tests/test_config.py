@@ -59,3 +59,22 @@ def test_wrong_type_in_file_names_the_key():
         config_from_dict({"model": {"num_layers": "six"}})
     with pytest.raises(ConfigError, match="expected a mapping"):
         config_from_dict({"model": 3})
+
+
+def test_validation_names_every_bad_value_and_sections_limit_it():
+    import pytest as _pytest
+
+    from moe_asr.config import ConfigError, load_config, validate_config
+
+    with _pytest.raises(ConfigError) as e:
+        load_config(None, ["train.lr=0", "model.moe.top_k=5", "decode.mode=magic"])
+    msg = str(e.value)
+    assert msg.startswith("model.moe.top_k=5: must be in 1..model.moe.num_experts=4")
+    assert "train.lr=0.0: must be > 0" in msg and "decode.mode='magic'" in msg
+    # compute-cmvn reads only data.features: a model rule does not concern it
+    cfg = load_config(None, ["data.features.num_mel_bins=40"], sections=("data",))
+    assert cfg.data.features.num_mel_bins == 40
+    with _pytest.raises(ConfigError, match="model.input_dim=80: must equal"):
+        validate_config(cfg)
+    with _pytest.raises(ConfigError, match="data.features.num_mel_bins=0"):
+        load_config(None, ["data.features.num_mel_bins=0"], sections=("data",))

@@ -34,6 +34,7 @@ from moe_asr.data.features import compute_fbank
 from moe_asr.decode.batch import decode_datadir
 from moe_asr.decode.search import MODES, pad_features
 from moe_asr.export import _EncoderCtc, _run_onnx, export_model
+from moe_asr.files import atomic_write_text
 from moe_asr.model import build_model, parameter_summary
 from moe_asr.package import load_package
 
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         f"onnxruntime {int8['onnx_encoder']['speedup']:.2f}x"
     )
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+        atomic_write_text(args.out, json.dumps(results, indent=1) + "\n")
     return 0
 
 

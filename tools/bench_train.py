@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from moe_asr.config import ModelConfig, MoEConfig, TrainConfig
+from moe_asr.files import atomic_open
 from moe_asr.model import AsrModel, build_model
 from moe_asr.nn.conformer import Conv2dSubsampling
 from moe_asr.train.schedule import build_optimizer
@@ -373,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\ntimed in {wall:.0f} s; load average at the end {load}")
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
+        with atomic_open(args.out, "w") as f:
             json.dump(
                 {
                     "command": command,

@@ -13,6 +13,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from moe_asr.files import atomic_open
+
 __all__ = ["plot_group_heatmaps", "plot_nmi", "plot_load", "plot_entropy", "MAX_HEATMAP_ROWS"]
 
 MAX_HEATMAP_ROWS = 40  # groups with the most frames shown in a heatmap (speakers can be many)
@@ -27,7 +29,8 @@ def _grid(n: int) -> tuple[int, int]:
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=_DPI)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=_DPI, format="png")
     return path
 
 

@@ -23,6 +23,7 @@ from moe_asr.analysis.plots import (
 from moe_asr.analysis.routing import RoutingData
 from moe_asr.data.datadir import DataDir
 from moe_asr.errors import UserError
+from moe_asr.files import atomic_write_text, check_outputs
 
 __all__ = ["write_report", "select_groups", "REPORT_FILES"]
 
@@ -233,12 +234,6 @@ def select_groups(dd: DataDir, names: list[str] | None = None) -> dict[str, dict
     return out
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def write_report(
     data: RoutingData,
     groups: dict[str, dict[str, str]],
@@ -248,6 +243,7 @@ def write_report(
     title: str = "",
     folds: int = 5,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Analyse ``data`` against ``groups`` and write the report into ``outdir``.
 
@@ -257,12 +253,12 @@ def write_report(
         speakers: utt -> speaker; group identification then holds out whole speakers.
         title: first heading of the report.
     Writes report.json, report.md, report.html (self-contained), routing.npz and the
-    PNG figures (load.png, entropy.png, nmi.png, heatmap_<group>.png), replacing a
-    previous report's files of those names only. Returns the dict saved as report.json.
+    PNG figures (load.png, entropy.png, nmi.png, heatmap_<group>.png). A previous report
+    in ``outdir`` is refused (OutputExistsError) unless ``overwrite``; with it, only files
+    of those names are replaced. Returns the dict saved as report.json.
     """
     outdir = Path(outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise UserError(f"{outdir}: exists and is not a directory; choose another --out")
+    check_outputs(outdir, [*REPORT_FILES, "load.png", "entropy.png", "nmi.png"], overwrite)
     if data.num_utts == 0:
         raise UserError("routing data holds no utterance; nothing to report")
     outdir.mkdir(parents=True, exist_ok=True)
@@ -285,7 +281,7 @@ def write_report(
     res["figures"] = figs
     data.save(outdir / "routing.npz")
     blocks = _document(res, figs)
-    _write_text(outdir / "report.json", json.dumps(res, indent=1, allow_nan=False) + "\n")
-    _write_text(outdir / "report.md", _markdown(blocks))
-    _write_text(outdir / "report.html", _html(blocks, outdir))
+    atomic_write_text(outdir / "report.json", json.dumps(res, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(outdir / "report.md", _markdown(blocks))
+    atomic_write_text(outdir / "report.html", _html(blocks, outdir))
     return res

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from moe_asr.errors import UserError
+from moe_asr.files import atomic_open
 
 __all__ = ["RoutingData", "NoMoELayersError", "collect_routing"]
 
@@ -124,25 +125,23 @@ class RoutingData:
     def save(self, path: str | Path) -> Path:
         """Write a compressed ``.npz`` (no pickles) that :meth:`load` reads back."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(
-            tmp,
-            version=np.array(_FORMAT_VERSION),
-            utt_ids=np.array(self.utt_ids, dtype=np.str_),
-            layers=np.array(self.layers, dtype=np.int64),
-            halves=np.array(self.halves, dtype=np.int64),
-            skipped_ids=np.array(list(self.skipped), dtype=np.str_),
-            skipped_why=np.array(list(self.skipped.values()), dtype=np.str_),
-            num_experts=np.array(self.num_experts),
-            top_k=np.array(self.top_k),
-            top1=self.top1,
-            topk=self.topk,
-            prob_sum=self.prob_sum,
-            frames=self.frames,
-            entropy_sum=self.entropy_sum,
-        )
-        tmp.replace(path)
+        with atomic_open(path, "wb") as f:
+            np.savez_compressed(
+                f,
+                version=np.array(_FORMAT_VERSION),
+                utt_ids=np.array(self.utt_ids, dtype=np.str_),
+                layers=np.array(self.layers, dtype=np.int64),
+                halves=np.array(self.halves, dtype=np.int64),
+                skipped_ids=np.array(list(self.skipped), dtype=np.str_),
+                skipped_why=np.array(list(self.skipped.values()), dtype=np.str_),
+                num_experts=np.array(self.num_experts),
+                top_k=np.array(self.top_k),
+                top1=self.top1,
+                topk=self.topk,
+                prob_sum=self.prob_sum,
+                frames=self.frames,
+                entropy_sum=self.entropy_sum,
+            )
         return path
 
     @classmethod

@@ -9,6 +9,7 @@ imports happen inside ``_run_*`` so that ``moe-asr --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from moe_asr.cli import data, decode, evaluate, train
@@ -42,3 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        # a full disk or quota hit outside the atomic writers (logs, tensorboard): one line
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(
+            f"moe-asr {args.command}: error: {where}no space left on device; free some space, "
+            "then run the command again",
+            file=sys.stderr,
+        )
+        return 1

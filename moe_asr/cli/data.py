@@ -88,8 +88,10 @@ def _add_prepare_corpus(sub: argparse._SubParsersAction) -> None:
         "LibriSpeech) into Kaldi data dirs OUT/{train,dev,test}",
         description="Reads the corpus's official layout and writes OUT/train, OUT/dev, OUT/test "
         "(wav.scp with absolute paths, text normalised, utt2spk, spk2utt, utt2accent, "
-        "utt2gender where known). Problems with single items are warnings on stderr; the "
-        "layouts, splits and normalisation are documented in egs/<corpus>/asr1/README.md.",
+        "utt2gender where known). Problems with single items are warnings on stderr; a "
+        "partial or small corpus writes the splits it can and warns about each empty one "
+        "(choose its speakers with --dev-speakers/--test-speakers). The layouts, splits and "
+        "normalisation are documented in egs/<corpus>/asr1/README.md.",
     )
     p.add_argument(
         "corpus", choices=["l2arctic", "vctk", "commonvoice", "edacc", "aesrc", "librispeech"]
@@ -106,6 +108,13 @@ def _add_prepare_corpus(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="speaker split seed (vctk, aesrc, edacc)")
     p.add_argument("--dev-per-accent", type=int, help="dev speakers per accent (vctk, aesrc)")
     p.add_argument("--test-per-accent", type=int, help="test speakers per accent (vctk, aesrc)")
+    p.add_argument(
+        "--dev-speakers",
+        metavar="SPK,...",
+        help="speaker ids for dev, comma-separated (every corpus; l2arctic: replaces its fixed "
+        "list; vctk/aesrc: the others are still split per accent)",
+    )
+    p.add_argument("--test-speakers", metavar="SPK,...", help="speaker ids for test, likewise")
     p.add_argument("--mic", choices=["mic1", "mic2"], help="VCTK 0.92 microphone")
     p.add_argument("--dev-fraction", type=float, help="EdAcc dev conversations moved to dev")
     p.add_argument(
@@ -126,7 +135,13 @@ def _run_prepare_corpus(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     prepare = PREPARERS[args.corpus]
     subsets = tuple(s for s in (args.train_subsets or "").split(",") if s) or None
+
+    def speakers(value: str | None) -> tuple[str, ...] | None:
+        return tuple(s.strip() for s in value.split(",") if s.strip()) if value else None
+
     options = {
+        "dev_speakers": speakers(args.dev_speakers),
+        "test_speakers": speakers(args.test_speakers),
         "seed": args.seed,
         "dev_per_accent": args.dev_per_accent,
         "test_per_accent": args.test_per_accent,
@@ -162,7 +177,12 @@ def _add_validate_data(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("dir")
     p.add_argument("--check-audio", action="store_true", help="open every audio file")
-    p.add_argument("--allow-pipes", action="store_true", help="accept `cmd |` wav.scp entries")
+    p.add_argument(
+        "--allow-pipes",
+        action="store_true",
+        help="report `cmd |` wav.scp entries as warnings, not errors (still exit 1: no moe_asr "
+        "command reads them; with --check-audio they are errors)",
+    )
     p.set_defaults(func=_run_validate_data)
 
 
@@ -194,7 +214,11 @@ def _add_fix_data(sub: argparse._SubParsersAction) -> None:
         "(listed in the backup's `dropped` file) and gives missing group labels the value `unk`.",
     )
     p.add_argument("dir")
-    p.add_argument("--allow-pipes", action="store_true")
+    p.add_argument(
+        "--allow-pipes",
+        action="store_true",
+        help="keep utterances whose wav.scp entry is a `cmd |` pipeline (no command reads them)",
+    )
     p.set_defaults(func=_run_fix_data)
 
 
@@ -202,6 +226,8 @@ def _run_fix_data(args: argparse.Namespace) -> int:
     from moe_asr.data.datadir import fix_datadir
 
     report = fix_datadir(args.dir, allow_pipes=args.allow_pipes)
+    for change in report.changes:
+        print(f"changed {change}")
     for utt, why in sorted(report.dropped.items()):
         print(f"dropped {utt}: {why}")
     for name, utts in sorted(report.filled_unk.items()):
@@ -236,7 +262,7 @@ def _run_compute_cmvn(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise CmvnError(f"{out}: already exists; pass --overwrite to replace it")
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, sections=("data",))  # features only
     cmvn = compute_cmvn(args.data_dir, cfg.data.features, num_workers=args.num_workers)
     cmvn.save(out)
     print(

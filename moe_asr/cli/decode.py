@@ -74,15 +74,28 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output dir")
     _decode_arguments(p)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of an earlier decode in OUT (other files are kept)",
+    )
     p.set_defaults(func=_run_decode)
 
 
 def _run_decode(args: argparse.Namespace) -> int:
-    from moe_asr.decode.batch import decode_datadir
+    from moe_asr.decode.batch import DECODE_FILES, decode_datadir
+    from moe_asr.files import check_outputs
 
+    check_outputs(args.out, DECODE_FILES, args.overwrite)  # before the model is loaded
     package, cfg, routing = _decode_setup(args)
     s = decode_datadir(
-        package, args.data, args.out, cfg, routing=routing, progress=not args.no_progress
+        package,
+        args.data,
+        args.out,
+        cfg,
+        routing=routing,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     print(
         f"{args.out}: decoded {s.num_decoded}/{s.num_utts} utterances ({s.mode}), "

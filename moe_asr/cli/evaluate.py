@@ -61,12 +61,21 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--out", metavar="OUTDIR", help="write the report files here")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the score files of an earlier run in OUTDIR (hyp.txt and others are kept)",
+    )
     p.set_defaults(func=_run_score)
 
 
 def _run_score(args: argparse.Namespace) -> int:
     from moe_asr import scoring
+    from moe_asr.files import check_outputs
 
+    if args.out:  # refuse before scoring; the writers check the per-group files too
+        names = scoring.COMPARE_FILES if args.compare else scoring.SCORE_FILES
+        check_outputs(args.out, names, args.overwrite)
     normalizer = scoring.make_normalizer(
         lowercase=not args.no_lowercase, strip_punct=not args.keep_punct, word_map=args.map
     )
@@ -79,11 +88,17 @@ def _run_score(args: argparse.Namespace) -> int:
     if args.compare:
         report = scoring.compare_files(args.ref, *args.compare, args.group, **common)
         print(scoring.format_compare_markdown(report), end="")
-        written = scoring.write_compare_outputs(report, args.out) if args.out else []
+        written = (
+            scoring.write_compare_outputs(report, args.out, overwrite=args.overwrite)
+            if args.out
+            else []
+        )
     else:
         report = scoring.score_files(args.ref, args.hyp, args.group, cer=args.cer, **common)
         print(scoring.format_markdown(report), end="")
-        written = scoring.write_outputs(report, args.out) if args.out else []
+        written = (
+            scoring.write_outputs(report, args.out, overwrite=args.overwrite) if args.out else []
+        )
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0
@@ -104,6 +119,11 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-utts", type=int, default=None, help="analyse at most N utterances")
     p.add_argument("--out", required=True, help="output dir")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the files of an earlier report in OUT (other files are kept)",
+    )
     p.set_defaults(func=_run_report)
 
 
@@ -111,10 +131,13 @@ def _run_report(args: argparse.Namespace) -> int:
     import torch
 
     from moe_asr.analysis import collect_routing, select_groups, write_report
+    from moe_asr.analysis.report import REPORT_FILES
     from moe_asr.data.datadir import load_datadir
     from moe_asr.data.dataset import AsrDataset, make_loader, make_sampler
+    from moe_asr.files import check_outputs
     from moe_asr.package import load_package
 
+    check_outputs(args.out, REPORT_FILES, args.overwrite)  # before any work
     torch.set_flush_denormal(True)
     pkg = load_package(args.model)
     dd = load_datadir(args.data)
@@ -123,7 +146,12 @@ def _run_report(args: argparse.Namespace) -> int:
     loader = make_loader(ds, make_sampler(ds, shuffle=False), 0)
     data = collect_routing(pkg.model, loader, max_utts=args.max_utts)
     result = write_report(
-        data, groups, args.out, speakers=dd.utt2spk, title=f"{args.model} on {args.data}"
+        data,
+        groups,
+        args.out,
+        speakers=dd.utt2spk,
+        title=f"{args.model} on {args.data}",
+        overwrite=args.overwrite,
     )
     for name, g in result.get("groups", {}).items():
         nmi = g.get("nmi_mean")

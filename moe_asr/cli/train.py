@@ -109,13 +109,14 @@ def _add_average(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exp", required=True)
     p.add_argument("--num", type=int, default=5, help="number of epoch checkpoints")
     p.add_argument("--best", action="store_true", help="the best by dev loss, not the last")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing EXP/model.pt")
     p.set_defaults(func=_run_average)
 
 
 def _run_average(args: argparse.Namespace) -> int:
     from moe_asr.train.average import average_experiment
 
-    path, epochs = average_experiment(args.exp, args.num, best=args.best)
+    path, epochs = average_experiment(args.exp, args.num, best=args.best, overwrite=args.overwrite)
     used = f"epochs {', '.join(map(str, epochs))}" if epochs else "last.pt"
     print(f"{path}: averaged {used}")
     return 0

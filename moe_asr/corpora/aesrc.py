@@ -78,10 +78,13 @@ def prepare_aesrc(
     dev_per_accent: int = 1,
     test_per_accent: int = 1,
     seed: int = 0,
+    dev_speakers: tuple[str, ...] = (),
+    test_speakers: tuple[str, ...] = (),
     overwrite: bool = False,
 ) -> PrepResult:
     """Write ``out_dir/{train,dev,test}``; utterance ids ``<accent>-<utt stem>``, speakers
-    ``<accent>-<speaker dir>`` (the accent prefix keeps ids unique across accent dirs)."""
+    ``<accent>-<speaker dir>`` (the accent prefix keeps ids unique across accent dirs).
+    ``dev_speakers``/``test_speakers`` take those speaker ids (``us-G00473``)."""
     corpus_dir = Path(corpus_dir).resolve()
     if not corpus_dir.is_dir():
         raise CorpusError(f"{corpus_dir}: AESRC2020 directory does not exist")
@@ -122,6 +125,12 @@ def prepare_aesrc(
                 utt_id = f"{accent}-{safe_id(tail)}"
                 utts.append(Utterance(utt_id, spk, wavs[stem], text, accent, gender))
     splits = split_by_accent(
-        utts, dev_per_group=dev_per_accent, test_per_group=test_per_accent, seed=seed
+        utts,
+        dev_per_group=dev_per_accent,
+        test_per_group=test_per_accent,
+        seed=seed,
+        dev_speakers=dev_speakers,
+        test_speakers=test_speakers,
+        warn=warn,
     )
     return write_splits("aesrc", splits, out_dir, warn, overwrite=overwrite)

@@ -5,8 +5,11 @@ Every ``prepare_<corpus>`` function turns an official corpus layout into Kaldi d
 Problems with single items (a clip without a transcript, a speaker missing from the
 metadata, a BOM or CRLF line ends in a metadata file) are warnings: logged on
 ``moe_asr.corpora.<corpus>`` and returned in ``PrepResult.warnings`` so callers and tests
-can read them; the item is skipped or given the label ``unk``. ``CorpusError`` is raised
-when the layout is not recognised or nothing usable remains.
+can read them; the item is skipped or given the label ``unk``. A partial or small corpus
+prepares what it can: a split that comes out empty is not written, with a warning naming
+it and why (``PrepWarnings.explain_empty``). ``CorpusError`` is raised when the layout is
+not recognised or no split has any utterance. Every preparer takes ``dev_speakers`` and
+``test_speakers`` to choose those splits' speakers by id.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from moe_asr.data.datadir import DataDir, Segment, write_datadir
 from moe_asr.errors import UserError
+from moe_asr.files import atomic_write_text
 
 __all__ = [
     "CorpusError",
@@ -34,6 +38,7 @@ __all__ = [
     "safe_id",
     "split_speakers",
     "split_by_accent",
+    "assign_speakers",
     "check_speaker_disjoint",
     "write_splits",
 ]
@@ -67,6 +72,11 @@ class PrepWarnings:
         self.logger = logging.getLogger(f"moe_asr.corpora.{corpus}")
         self.messages: list[str] = []
         self._by_kind: dict[str, list[str]] = defaultdict(list)
+        self.empty: dict[str, str] = {}  # split -> why it has no utterance
+
+    def explain_empty(self, split: str, why: str) -> None:
+        """Say why ``split`` came out empty (used by ``write_splits``'s warning)."""
+        self.empty.setdefault(split, why)
 
     def add(self, kind: str, item: str) -> None:
         """Record ``item`` (a file, line or utterance and what is wrong) under ``kind``."""
@@ -176,20 +186,95 @@ def split_speakers(
     return out
 
 
+def _check_speaker_lists(
+    speakers: set[str], dev_speakers: tuple[str, ...], test_speakers: tuple[str, ...]
+) -> None:
+    both = sorted(set(dev_speakers) & set(test_speakers))
+    if both:
+        raise CorpusError(
+            f"speakers {', '.join(both)} are in both --dev-speakers and --test-speakers"
+        )
+    unknown = sorted((set(dev_speakers) | set(test_speakers)) - speakers)
+    if unknown:
+        have = ", ".join(sorted(speakers)[:12]) + (" ..." if len(speakers) > 12 else "")
+        raise CorpusError(
+            f"speakers {', '.join(unknown)} of --dev-speakers/--test-speakers are not in the "
+            f"corpus (speakers found: {have})"
+        )
+
+
 def split_by_accent(
-    utts: list[Utterance], *, dev_per_group: int = 1, test_per_group: int = 1, seed: int = 0
+    utts: list[Utterance],
+    *,
+    dev_per_group: int = 1,
+    test_per_group: int = 1,
+    seed: int = 0,
+    dev_speakers: tuple[str, ...] = (),
+    test_speakers: tuple[str, ...] = (),
+    warn: PrepWarnings | None = None,
 ) -> dict[str, list[Utterance]]:
-    """``split_speakers`` stratified by accent (no accent counts as ``unk``), applied to utts."""
+    """``split_speakers`` stratified by accent (no accent counts as ``unk``), applied to utts.
+
+    Speakers in ``dev_speakers``/``test_speakers`` go to that split; the others are split
+    per accent as ``split_speakers`` does (``*_per_group=0`` leaves a split to its list).
+    An empty dev or test split is explained in ``warn``.
+    """
+    _check_speaker_lists({u.speaker for u in utts}, dev_speakers, test_speakers)
+    fixed = {**{s: "dev" for s in dev_speakers}, **{s: "test" for s in test_speakers}}
+    spk2acc = {u.speaker: u.accent or UNK for u in utts}
     assign = split_speakers(
-        {u.speaker: u.accent or UNK for u in utts},
+        {s: a for s, a in spk2acc.items() if s not in fixed},
         dev_per_group=dev_per_group,
         test_per_group=test_per_group,
         seed=seed,
     )
+    assign.update(fixed)
     splits: dict[str, list[Utterance]] = {"train": [], "dev": [], "test": []}
     for u in utts:
         splits[assign[u.speaker]].append(u)
+    if warn is not None and utts:
+        per_acc: dict[str, int] = defaultdict(int)
+        for s, a in spk2acc.items():
+            per_acc[a] += s not in fixed
+        most = max(per_acc.values(), default=0)
+        for name, per, need in (
+            ("test", test_per_group, 2),
+            ("dev", dev_per_group, 2 + test_per_group),
+        ):
+            if splits[name]:
+                continue
+            why = (
+                f"--{name}-per-accent is 0 and no --{name}-speakers were given"
+                if per <= 0
+                else f"no accent has more than {most} speaker(s); one per accent stays in train"
+                + (f" and test takes {test_per_group} first" if name == "dev" else "")
+                + f", so {name} needs an accent with >= {need} speakers"
+            )
+            warn.explain_empty(name, why + f"; choose its speakers with --{name}-speakers")
     return splits
+
+
+def assign_speakers(
+    splits: dict[str, list[Utterance]],
+    *,
+    dev_speakers: tuple[str, ...] = (),
+    test_speakers: tuple[str, ...] = (),
+) -> dict[str, list[Utterance]]:
+    """Move every utterance of the listed speakers to dev / test (corpora whose split is
+    fixed by the release: Common Voice, EdAcc, LibriSpeech); the rest stay where they are."""
+    if not dev_speakers and not test_speakers:
+        return splits
+    _check_speaker_lists(
+        {u.speaker for utts in splits.values() for u in utts}, dev_speakers, test_speakers
+    )
+    target = {**{s: "dev" for s in dev_speakers}, **{s: "test" for s in test_speakers}}
+    out: dict[str, list[Utterance]] = {name: [] for name in splits}
+    out.setdefault("dev", [])
+    out.setdefault("test", [])
+    for name, utts in splits.items():
+        for u in utts:
+            out[target.get(u.speaker, name)].append(u)
+    return out
 
 
 def check_speaker_disjoint(splits: dict[str, list[Utterance]]) -> None:
@@ -220,7 +305,7 @@ def _prepare_out_dir(path: Path, corpus: str) -> None:
             if (path / name).is_file():
                 (path / name).unlink()
     path.mkdir(parents=True, exist_ok=True)
-    (path / _MARKER).write_text(corpus + "\n", encoding="utf-8")
+    atomic_write_text(path / _MARKER, corpus + "\n")
 
 
 def write_splits(
@@ -230,23 +315,33 @@ def write_splits(
     warnings: PrepWarnings,
     *,
     overwrite: bool = False,
-    required: tuple[str, ...] = ("train", "dev", "test"),
+    expected: tuple[str, ...] = ("train", "dev", "test"),
 ) -> PrepResult:
-    """Write each split to ``out_root/<split>`` and return the result with all warnings.
+    """Write each non-empty split to ``out_root/<split>``; return the result with warnings.
 
     ``utt2accent``/``utt2gender`` are written when any utterance of the split has that
-    label (missing labels become ``unk``). Raises CorpusError when a required split is
-    empty, naming the split and the warnings that emptied it.
+    label (missing labels become ``unk``). An ``expected`` split that is empty is not
+    written (a dir of it left by an earlier run of ours is emptied) and gets a warning
+    naming it and why. Raises CorpusError when every split is empty.
     """
     out_root = Path(out_root)
-    warnings.flush()
-    for name in required:
-        if not splits.get(name):
-            first = "; ".join(warnings.messages[:5]) or "no warnings"
-            raise CorpusError(
-                f"{corpus}: no usable utterances for the {name} split (first warnings: {first}); "
-                "check the corpus directory and its layout (see the recipe README)"
+    if not any(splits.values()):
+        warnings.flush()
+        if warnings.messages:
+            cause = f"{len(warnings.messages)} warning(s), first: " + "; ".join(
+                warnings.messages[:3]
             )
+        else:
+            cause = "no audio file with a transcript was found"
+        raise CorpusError(
+            f"{corpus}: no usable utterance in any split ({cause}); check the corpus "
+            "directory against the layout in the recipe README"
+        )
+    for name in expected:
+        if not splits.get(name):
+            why = warnings.empty.get(name, "no utterance was assigned to it")
+            warnings.add(f"{name} split is empty (not written)", why)
+    warnings.flush()
     check_speaker_disjoint(splits)
     for name, utts in splits.items():
         if utts:
@@ -254,6 +349,9 @@ def write_splits(
     result = PrepResult(corpus=corpus, warnings=list(warnings.messages))
     for name, utts in splits.items():
         if not utts:
+            stale = out_root / name
+            if (stale / _MARKER).is_file():  # ours, from an earlier run: not left stale
+                _prepare_out_dir(stale, corpus)
             continue
         dd = DataDir()
         seen: set[str] = set()

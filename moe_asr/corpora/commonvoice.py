@@ -24,6 +24,7 @@ from moe_asr.corpora.common import (
     PrepResult,
     PrepWarnings,
     Utterance,
+    assign_speakers,
     normalize_gender,
     normalize_text,
     read_metadata_text,
@@ -102,11 +103,17 @@ def _read_tsv(path: Path, warn: PrepWarnings) -> tuple[list[str], list[dict[str,
 
 
 def prepare_commonvoice(
-    corpus_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False
+    corpus_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    dev_speakers: tuple[str, ...] = (),
+    test_speakers: tuple[str, ...] = (),
+    overwrite: bool = False,
 ) -> PrepResult:
     """Write ``out_dir/{train,dev,test}``; utterance ids are ``<client16>-<clip stem>``.
 
-    Speaker ids are the first 16 hex digits of ``client_id``. A missing ``accent``/
+    Speaker ids are the first 16 hex digits of ``client_id``; ``dev_speakers`` /
+    ``test_speakers`` (those ids) move a speaker's clips to that split. A missing ``accent``/
     ``accents`` column gives ``unk`` for the file (warning); a missing clip, an empty
     sentence or a malformed row is skipped with a warning naming file and line.
     """
@@ -122,6 +129,7 @@ def prepare_commonvoice(
         splits[split] = []
         if not path.is_file():
             warn.add("split file missing", str(path))
+            warn.explain_empty(split, f"{path} is missing")
             continue
         header, rows = _read_tsv(path, warn)
         acc_col = "accents" if "accents" in header else "accent" if "accent" in header else None
@@ -163,4 +171,5 @@ def prepare_commonvoice(
                 f"client in {split} and in {spk_split[spk]} (kept only in {spk_split[spk]})", spk
             )
         splits[split] = keep
+    splits = assign_speakers(splits, dev_speakers=dev_speakers, test_speakers=test_speakers)
     return write_splits("commonvoice", splits, out_dir, warn, overwrite=overwrite)

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 from moe_asr.corpora.common import CorpusError
+from moe_asr.files import atomic_open, atomic_write_text
 
 __all__ = ["FREE_DOWNLOADS", "MANUAL_DOWNLOADS", "download_urls", "download_corpus"]
 
@@ -99,16 +100,14 @@ def download_corpus(
             continue
         if not archive.is_file():
             _log.warning("downloading %s -> %s", url, archive)
-            part = archive.with_name(archive.name + ".part")
             try:
-                with urllib.request.urlopen(url) as r, open(part, "wb") as f:
+                with urllib.request.urlopen(url) as r, atomic_open(archive, "wb") as f:
                     shutil.copyfileobj(r, f, length=1 << 20)
-            except OSError as e:
+            except OSError as e:  # a partial download never takes the archive's name
                 raise CorpusError(f"download of {url} failed: {e}") from e
-            part.replace(archive)
         nested = _extract(archive, target)
         for inner in nested:
             if inner.is_file():
                 _extract(inner, inner.parent)
-        marker.write_text(url + "\n", encoding="utf-8")
+        atomic_write_text(marker, url + "\n")
     return target

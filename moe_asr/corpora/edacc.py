@@ -29,6 +29,7 @@ from moe_asr.corpora.common import (
     PrepResult,
     PrepWarnings,
     Utterance,
+    assign_speakers,
     normalize_gender,
     normalize_text,
     read_metadata_text,
@@ -210,9 +211,14 @@ def prepare_edacc(
     *,
     dev_fraction: float = 0.2,
     seed: int = 0,
+    dev_speakers: tuple[str, ...] = (),
+    test_speakers: tuple[str, ...] = (),
     overwrite: bool = False,
 ) -> PrepResult:
-    """Write ``out_dir/{train,dev,test}`` with ``segments``; ids are EdAcc's own."""
+    """Write ``out_dir/{train,dev,test}`` with ``segments``; ids are EdAcc's own.
+
+    ``dev_speakers``/``test_speakers`` (EdAcc speaker ids) move those speakers to dev /
+    test; with one official dev conversation dev stays empty unless chosen so (warned)."""
     if not 0.0 < dev_fraction < 1.0:
         raise CorpusError(f"dev_fraction must be in (0, 1), got {dev_fraction}")
     root = _root(Path(corpus_dir).resolve())
@@ -239,4 +245,14 @@ def prepare_edacc(
         "dev": [u for u in official_dev if _conversation(u.speaker) in dev_convs],
         "test": test,
     }
+    if not convs:
+        warn.explain_empty("dev", f"no official dev set ({root / 'dev'}) with usable segments")
+        warn.explain_empty("train", "train comes from the official dev set, which is empty")
+    elif len(convs) == 1:
+        warn.explain_empty(
+            "dev",
+            f"the official dev set has one conversation ({convs[0]}), kept whole for train; "
+            "choose dev speakers with --dev-speakers",
+        )
+    splits = assign_speakers(splits, dev_speakers=dev_speakers, test_speakers=test_speakers)
     return write_splits("edacc", splits, out_dir, warn, overwrite=overwrite)

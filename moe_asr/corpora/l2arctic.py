@@ -69,7 +69,9 @@ def prepare_l2arctic(
 ) -> PrepResult:
     """Write ``out_dir/{train,dev,test}``; utterance ids are ``<SPK>-arctic_a0001``.
 
-    A speaker directory not in ``SPEAKERS`` is used with accent/gender ``unk`` (warning);
+    ``test_speakers``/``dev_speakers`` (directory names) replace the default lists; a split
+    none of whose speakers is present comes out empty (warned). A speaker directory not in
+    ``SPEAKERS`` is used with accent/gender ``unk`` (warning);
     a wav without transcript, a transcript without wav, or an empty transcript is skipped
     with a warning naming the file.
     """
@@ -80,6 +82,9 @@ def prepare_l2arctic(
     if overlap:
         raise CorpusError(f"speakers {sorted(overlap)} are in both the test and dev lists")
     warn = PrepWarnings("l2arctic")
+    suitcase = corpus_dir / "suitcase_corpus"
+    if suitcase.is_dir():
+        warn.add("suitcase_corpus/ (spontaneous speech, not segmented) is not used", str(suitcase))
     spk_dirs = sorted(
         d
         for d in corpus_dir.iterdir()
@@ -95,6 +100,13 @@ def prepare_l2arctic(
     found = {d.name for d in spk_dirs}
     for spk in sorted(set(SPEAKERS) - found):
         warn.add("speaker of the corpus metadata has no directory", spk)
+    for name, chosen in (("test", test_speakers), ("dev", dev_speakers)):
+        if not set(chosen) & found:
+            warn.explain_empty(
+                name,
+                f"none of its speakers ({', '.join(chosen) or 'none given'}) is in {corpus_dir}; "
+                f"choose them with --{name}-speakers",
+            )
     splits: dict[str, list[Utterance]] = {"train": [], "dev": [], "test": []}
     for d in spk_dirs:
         spk = d.name

@@ -22,6 +22,7 @@ from moe_asr.corpora.common import (
     PrepResult,
     PrepWarnings,
     Utterance,
+    assign_speakers,
     normalize_gender,
     normalize_text,
     read_metadata_text,
@@ -86,9 +87,15 @@ def prepare_librispeech(
     out_dir: str | Path,
     *,
     train_subsets: tuple[str, ...] | None = None,
+    dev_speakers: tuple[str, ...] = (),
+    test_speakers: tuple[str, ...] = (),
     overwrite: bool = False,
 ) -> PrepResult:
-    """Write ``out_dir/{train,dev,test}`` (+ ``dev_other``/``test_other`` if present)."""
+    """Write ``out_dir/{train,dev,test}`` (+ ``dev_other``/``test_other`` if present).
+
+    A corpus dir without any subset dir is an error naming the ones looked for; a missing
+    subset leaves its split empty (warned). ``dev_speakers``/``test_speakers`` (speaker
+    numbers, ``1272``) move those speakers' utterances to dev / test."""
     corpus_dir = Path(corpus_dir).resolve()
     if (corpus_dir / "LibriSpeech").is_dir():
         corpus_dir = corpus_dir / "LibriSpeech"
@@ -99,7 +106,15 @@ def prepare_librispeech(
     genders = read_speakers_txt(spk_file, warn) if spk_file.is_file() else {}
     if not spk_file.is_file():
         warn.add("SPEAKERS.TXT missing (no utt2gender)", str(spk_file))
+    known = (*TRAIN_SUBSETS, *_OTHER)
+    if not any((corpus_dir / s).is_dir() for s in known):
+        raise CorpusError(
+            f"{corpus_dir}: no LibriSpeech subset directory found (looked for {', '.join(known)}, "
+            "directly or in LibriSpeech/); point at the directory the archives unpack into"
+        )
     wanted = train_subsets or tuple(s for s in TRAIN_SUBSETS if (corpus_dir / s).is_dir())
+    if not wanted:
+        warn.explain_empty("train", f"no training subset ({', '.join(TRAIN_SUBSETS)}) found")
     for s in wanted:
         if not (corpus_dir / s).is_dir():
             raise CorpusError(f"{corpus_dir / s}: training subset not found")
@@ -107,9 +122,10 @@ def prepare_librispeech(
     for s in wanted:
         splits["train"] += _read_subset(corpus_dir / s, genders, warn)
     for subset, name in _OTHER.items():
-        splits[name] = (
-            _read_subset(corpus_dir / subset, genders, warn)
-            if (corpus_dir / subset).is_dir()
-            else []
-        )
+        if (corpus_dir / subset).is_dir():
+            splits[name] = _read_subset(corpus_dir / subset, genders, warn)
+        else:
+            splits[name] = []
+            warn.explain_empty(name, f"{corpus_dir / subset}/ not found")
+    splits = assign_speakers(splits, dev_speakers=dev_speakers, test_speakers=test_speakers)
     return write_splits("librispeech", splits, out_dir, warn, overwrite=overwrite)

@@ -83,9 +83,15 @@ def prepare_vctk(
     dev_per_accent: int = 1,
     test_per_accent: int = 1,
     seed: int = 0,
+    dev_speakers: tuple[str, ...] = (),
+    test_speakers: tuple[str, ...] = (),
     overwrite: bool = False,
 ) -> PrepResult:
-    """Write ``out_dir/{train,dev,test}``; utterance ids are the file stems (``p225_001``)."""
+    """Write ``out_dir/{train,dev,test}``; utterance ids are the file stems (``p225_001``).
+
+    ``dev_speakers``/``test_speakers`` (``p225``...) go to that split, the other speakers
+    are split per accent; a split left empty (accents with few speakers) is warned about.
+    """
     corpus_dir = Path(corpus_dir).resolve()
     if mic not in ("mic1", "mic2"):
         raise CorpusError(f"--mic must be mic1 or mic2, got {mic!r}")
@@ -122,6 +128,12 @@ def prepare_vctk(
         accent, gender = meta.get(spk, (None, None))
         utts.append(Utterance(stem, spk, audio[stem], text, accent=accent, gender=gender))
     splits = split_by_accent(
-        utts, dev_per_group=dev_per_accent, test_per_group=test_per_accent, seed=seed
+        utts,
+        dev_per_group=dev_per_accent,
+        test_per_group=test_per_accent,
+        seed=seed,
+        dev_speakers=dev_speakers,
+        test_speakers=test_speakers,
+        warn=warn,
     )
     return write_splits("vctk", splits, out_dir, warn, overwrite=overwrite)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moe_asr.errors import UserError
+from moe_asr.files import atomic_open, atomic_write_text
 
 __all__ = [
     "DataDirError",
@@ -29,6 +30,7 @@ __all__ = [
     "subset_datadir",
     "combine_datadirs",
     "parse_wav_entry",
+    "MIN_AUDIO_SECONDS",
 ]
 
 # Files with a fixed meaning; any other `utt2<name>` file is a group file.
@@ -89,17 +91,36 @@ class DataDir:
         return self.wav_scp[utt], None, None
 
 
+# shortest audio any moe_asr model makes features for (the default 4x subsampling needs 7
+# fbank frames = 0.085 s; shorter files are refused by train, decode and transcribe)
+MIN_AUDIO_SECONDS = 0.1
+
+_PIPE_ADVICE = (
+    "moe_asr reads audio files only and never runs commands from data files: convert the "
+    "audio to files (e.g. with sox or ffmpeg) and list their paths in wav.scp"
+)
+
+
 def parse_wav_entry(entry: str, *, allow_pipes: bool = False, where: str = "") -> str:
-    """Return the file path of a wav.scp value; refuse shell pipelines unless allowed."""
+    """Return the file path of a wav.scp value; refuse shell pipelines unless ``allow_pipes``
+    (fix-data keeps such entries with it; no command reads them)."""
     entry = entry.strip()
     if entry.endswith("|"):
         if not allow_pipes:
             raise DataDirError(
-                f"{where}: wav.scp entry is a shell pipeline ({entry!r}); data files do not run "
-                "commands by default. Convert the audio to files, or pass --allow-pipes."
+                f"{where}: wav.scp entry is a shell pipeline ({entry!r}); {_PIPE_ADVICE}"
             )
         return entry
     return entry
+
+
+def _space_hint(key: str, value: str) -> str:
+    """The message for an ``id value`` line with more fields than the table allows."""
+    first = value.split()[0]
+    return (
+        f"{key} {value}: expected `id value` with one value; ids cannot contain spaces "
+        f"(is `{key} {first}` meant as one id? rename it, e.g. {key}_{first})"
+    )
 
 
 def read_table(path: str | Path, *, allow_empty: bool = False) -> dict[str, str]:
@@ -125,16 +146,13 @@ def read_table(path: str | Path, *, allow_empty: bool = False) -> dict[str, str]
 
 
 def write_table(path: str | Path, table: dict[str, object]) -> None:
-    """Write a table sorted by id, atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write a table sorted by id, atomically (``moe_asr.files.atomic_open``)."""
+    with atomic_open(path, "w") as f:
         for key in sorted(table):
             value = table[key]
             if isinstance(value, (list, tuple)):
                 value = " ".join(map(str, value))
             f.write(f"{key} {value}\n")
-    tmp.replace(path)
 
 
 def load_datadir(path: str | Path, *, allow_pipes: bool = False) -> DataDir:
@@ -154,6 +172,9 @@ def load_datadir(path: str | Path, *, allow_pipes: bool = False) -> DataDir:
         utt2spk=read_table(path / "utt2spk"),
         path=path,
     )
+    for utt, spk in dd.utt2spk.items():
+        if len(spk.split()) > 1:
+            raise DataDirError(f"{path / 'utt2spk'}: {_space_hint(utt, spk)}")
     if (path / "segments").is_file():
         dd.segments = {}
         for utt, value in read_table(path / "segments").items():
@@ -179,7 +200,8 @@ def load_datadir(path: str | Path, *, allow_pipes: bool = False) -> DataDir:
 def _parse_segment(value: str, where: str) -> Segment:
     parts = value.split()
     if len(parts) != 3:
-        raise DataDirError(f"{where}: expected 'recording start end', got {value!r}")
+        hint = "; ids cannot contain spaces" if len(parts) > 3 else ""
+        raise DataDirError(f"{where}: expected 'recording start end', got {value!r}{hint}")
     try:
         start, end = float(parts[1]), float(parts[2])
     except ValueError as e:
@@ -339,6 +361,9 @@ def validate_datadir(
         else:
             tables[name] = _check_table(path / name, problems)
     utt2spk = tables["utt2spk"]
+    for utt, (line, spk) in utt2spk.items():
+        if len(spk.split()) > 1:
+            problems.append(Problem(str(path / "utt2spk"), line, _space_hint(utt, spk)))
     utts = set(utt2spk)
     text_f, wav_f, u2s_f = (str(path / n) for n in ("text", "wav.scp", "utt2spk"))
 
@@ -357,9 +382,10 @@ def validate_datadir(
             if utt not in utts:
                 problems.append(Problem(str(path / "segments"), line, f"{utt}: not in utt2spk"))
             if len(parts) != 3:
-                problems.append(
-                    Problem(str(path / "segments"), line, f"{utt}: expected 'rec start end'")
-                )
+                what = f"{utt}: expected 'rec start end'"
+                if len(parts) > 3:
+                    what = _space_hint(utt, value) + " (expected 'rec start end')"
+                problems.append(Problem(str(path / "segments"), line, what))
             elif parts[0] not in tables["wav.scp"]:
                 problems.append(
                     Problem(
@@ -378,21 +404,41 @@ def validate_datadir(
                 problems.append(Problem(wav_f, line, f"{utt}: not in utt2spk"))
 
     for key, (line, entry) in tables["wav.scp"].items():
-        try:
-            parse_wav_entry(entry, allow_pipes=allow_pipes, where=f"{wav_f}:{line}: {key}")
-        except DataDirError as e:
-            problems.append(Problem(wav_f, line, str(e).split(": ", 2)[-1]))
-            continue
         if entry.endswith("|"):
+            # reported even with --allow-pipes: no command reads the dir as long as it has one
+            what = f"{key}: wav.scp entry is a shell pipeline ({entry!r})"
+            if allow_pipes and not check_audio:
+                problems.append(
+                    Problem(
+                        wav_f,
+                        line,
+                        f"{what}: kept by --allow-pipes, but train, decode, "
+                        f"transcribe and report refuse it; {_PIPE_ADVICE}",
+                        fatal=False,
+                    )
+                )
+            else:
+                problems.append(Problem(wav_f, line, f"{what}; {_PIPE_ADVICE}"))
             continue
-        audio_path = Path(entry) if Path(entry).is_absolute() else Path(entry)
+        audio_path = Path(entry)
         if not audio_path.exists():
             problems.append(Problem(wav_f, line, f"{key}: audio file does not exist: {entry}"))
         elif check_audio:
             try:
-                audio_info(audio_path)
+                info = audio_info(audio_path)
             except AudioError as e:
                 problems.append(Problem(wav_f, line, f"{key}: {e}"))
+                continue
+            if segments is None and info.duration < MIN_AUDIO_SECONDS:
+                problems.append(
+                    Problem(
+                        wav_f,
+                        line,
+                        f"{key}: {audio_path}: {info.frames} sample(s) ({info.duration:.4f} s), "
+                        f"shorter than {MIN_AUDIO_SECONDS} s: train, decode and transcribe "
+                        "cannot make features from it; remove the utterance",
+                    )
+                )
 
     _check_spk2utt(path, utt2spk, problems)
     if (path / "utt2dur").is_file():
@@ -401,6 +447,23 @@ def validate_datadir(
         if f.name in _CORE or f.name == "utt2dur" or not f.is_file():
             continue
         _check_group(f, utts, problems)
+    if segments is not None and check_audio:
+        for utt, (line, value) in segments.items():
+            parts = value.split()
+            try:
+                start, end = float(parts[1]), float(parts[2])
+            except (IndexError, ValueError):
+                continue  # reported above
+            if end != -1 and end - start < MIN_AUDIO_SECONDS:
+                problems.append(
+                    Problem(
+                        str(path / "segments"),
+                        line,
+                        f"{utt}: segment of {end - start:.4f} s is shorter than "
+                        f"{MIN_AUDIO_SECONDS} s: train, decode and transcribe cannot make "
+                        "features from it",
+                    )
+                )
     return problems
 
 
@@ -449,6 +512,8 @@ class FixReport:
     dropped: dict[str, str]  # utt -> reason
     kept: int
     filled_unk: dict[str, list[str]]  # group file -> utterances given the `unk` label
+    # every other change, one line each naming file:line and the id (also DIR/.backup/*/changes)
+    changes: list[str] = field(default_factory=list)
 
 
 def fix_datadir(path: str | Path, *, allow_pipes: bool = False) -> FixReport:
@@ -469,7 +534,8 @@ def fix_datadir(path: str | Path, *, allow_pipes: bool = False) -> FixReport:
     for f in files:
         shutil.copy2(f, backup / f.name)
 
-    tables = {f.name: _lenient_table(f) for f in files}
+    changes: list[str] = []
+    tables = {f.name: _lenient_table(f, changes) for f in files}
     wav_scp = tables.get("wav.scp", {})
     text = tables.get("text", {})
     utt2spk = tables.get("utt2spk", {})
@@ -506,25 +572,57 @@ def fix_datadir(path: str | Path, *, allow_pipes: bool = False) -> FixReport:
                 if missing:
                     filled[name] = missing
                     table.update({u: "unk" for u in missing})
+                    changes += [f"{path / name}: {u}: no label, set to unk" for u in missing]
         write_table(path / name, table)
     spk2utt: dict[str, list[str]] = {}
     for utt in sorted(keep):
         spk2utt.setdefault(utt2spk[utt], []).append(utt)
     write_table(path / "spk2utt", spk2utt)
-    (backup / "dropped").write_text(
-        "".join(f"{u} {r}\n" for u, r in sorted(dropped.items())), encoding="utf-8"
+    atomic_write_text(backup / "dropped", "".join(f"{u} {r}\n" for u, r in sorted(dropped.items())))
+    atomic_write_text(backup / "changes", "".join(c + "\n" for c in changes))
+    return FixReport(
+        backup=backup, dropped=dropped, kept=len(keep), filled_unk=filled, changes=changes
     )
-    return FixReport(backup=backup, dropped=dropped, kept=len(keep), filled_unk=filled)
 
 
-def _lenient_table(f: Path) -> dict[str, str]:
-    """First occurrence of each id wins; undecodable bytes are replaced, not fatal."""
+def _lenient_table(f: Path, changes: list[str]) -> dict[str, str]:
+    """First occurrence of each id wins; undecodable bytes are replaced by U+FFFD. Every
+    such change is appended to ``changes`` as ``file:line: id: what`` (nothing is silent)."""
     out: dict[str, str] = {}
+    first_line: dict[str, int] = {}
     raw = f.read_bytes()
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
-    for line in raw.decode("utf-8", errors="replace").splitlines():
+        changes.append(f"{f}:1: byte-order mark removed")
+    for i, bline in enumerate(raw.split(b"\n"), start=1):
+        if bline.endswith(b"\r"):
+            bline = bline[:-1]
+        try:
+            line = bline.decode("utf-8")
+            bad = False
+        except UnicodeDecodeError:
+            line = bline.decode("utf-8", errors="replace")
+            bad = True
         parts = line.strip().split(maxsplit=1)
-        if parts and parts[0] not in out:
-            out[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
+        if not parts:
+            continue
+        key, value = parts[0], (parts[1].strip() if len(parts) > 1 else "")
+        if bad:
+            changes.append(
+                f"{f}:{i}: {key}: invalid UTF-8 bytes replaced by U+FFFD (now {value!r}); "
+                "fix the original encoding if the text matters"
+            )
+        if key in out:
+            if out[key] == value:
+                changes.append(
+                    f"{f}:{i}: {key}: duplicate line removed (same as line {first_line[key]})"
+                )
+            else:
+                changes.append(
+                    f"{f}:{i}: {key}: duplicate id with a different value removed: {value!r} "
+                    f"(line {first_line[key]} kept: {out[key]!r})"
+                )
+            continue
+        out[key] = value
+        first_line[key] = i
     return out

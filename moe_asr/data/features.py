@@ -25,6 +25,7 @@ from torch import Tensor
 
 from moe_asr.config import FeatureConfig
 from moe_asr.errors import UserError
+from moe_asr.files import atomic_write_text
 
 __all__ = ["FeatureError", "CmvnError", "Cmvn", "compute_fbank", "num_frames", "compute_cmvn"]
 
@@ -162,13 +163,8 @@ class Cmvn:
         )
 
     def save(self, path: str | Path) -> Path:
-        """Write JSON atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
-        tmp.replace(path)
-        return path
+        """Write JSON atomically (``moe_asr.files``)."""
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Cmvn:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from moe_asr.config import TokenizerConfig
 from moe_asr.errors import UserError
+from moe_asr.files import atomic_write_bytes
 
 __all__ = [
     "TokenizerError",
@@ -171,11 +172,11 @@ class Tokenizer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self._sp_model is not None:
-            _atomic_write(directory / "tokenizer.model", self._sp_model)
+            atomic_write_bytes(directory / "tokenizer.model", self._sp_model)
         lines = "".join(f"{t} {i}\n" for i, t in enumerate(self._tokens))
-        _atomic_write(directory / "tokens.txt", lines.encode("utf-8"))
+        atomic_write_bytes(directory / "tokens.txt", lines.encode("utf-8"))
         path = directory / _FILE
-        _atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1).encode())
+        atomic_write_bytes(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1).encode())
         return path
 
     @classmethod
@@ -201,12 +202,6 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(type={self.kind!r}, vocab_size={self.vocab_size})"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def read_transcripts(path: str | Path) -> list[str]:

@@ -25,8 +25,11 @@ from torch import Tensor
 from moe_asr.config import DecodeConfig
 from moe_asr.decode.search import Recognition, Recognizer
 from moe_asr.errors import UserError
+from moe_asr.files import atomic_write_text, check_outputs
 
-__all__ = ["DecodeSummary", "decode_datadir"]
+__all__ = ["DECODE_FILES", "DecodeSummary", "decode_datadir"]
+
+DECODE_FILES = ("hyp.txt", "nbest.txt", "errors.txt", "decode.json")  # what decode writes
 
 
 @dataclass
@@ -56,10 +59,13 @@ def decode_datadir(
     *,
     routing=None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> DecodeSummary:
     """Decode every utterance of ``data_dir`` into ``out_dir`` (created); see module doc.
 
     ``package``: a loaded ``ModelPackage``; ``routing``: RoutingOptions or None (label-free).
+    An ``out_dir`` holding any of ``DECODE_FILES`` is refused unless ``overwrite``; with it
+    only those files are replaced. Every file is written atomically.
     """
     from tqdm import tqdm
 
@@ -67,8 +73,9 @@ def decode_datadir(
     from moe_asr.data.datadir import load_datadir, write_table
     from moe_asr.data.features import compute_fbank
 
-    dd = load_datadir(data_dir)
     out = Path(out_dir)
+    check_outputs(out, DECODE_FILES, overwrite)
+    dd = load_datadir(data_dir)
     out.mkdir(parents=True, exist_ok=True)
     recognizer = Recognizer.from_package(package, cfg)
     fcfg = package.config.data.features
@@ -140,10 +147,11 @@ def decode_datadir(
     elapsed = time.perf_counter() - start_time
 
     write_table(out / "hyp.txt", hyps)
-    (out / "nbest.txt").write_text(
-        "".join(line + "\n" for utt in sorted(nbest_lines) for line in nbest_lines[utt])
+    atomic_write_text(
+        out / "nbest.txt",
+        "".join(line + "\n" for utt in sorted(nbest_lines) for line in nbest_lines[utt]),
     )
-    (out / "errors.txt").write_text("".join(f"{u} {errors[u]}\n" for u in sorted(errors)))
+    atomic_write_text(out / "errors.txt", "".join(f"{u} {errors[u]}\n" for u in sorted(errors)))
     summary = DecodeSummary(
         mode=cfg.mode,
         num_utts=len(order),
@@ -155,5 +163,5 @@ def decode_datadir(
         options=asdict(cfg),
         out_dir=str(out),
     )
-    (out / "decode.json").write_text(json.dumps(asdict(summary), indent=1) + "\n")
+    atomic_write_text(out / "decode.json", json.dumps(asdict(summary), indent=1) + "\n")
     return summary

@@ -19,6 +19,8 @@ from moe_asr.scoring.core import (
 from moe_asr.scoring.files import compare_files, make_normalizer, parse_group_spec, score_files
 from moe_asr.scoring.normalize import Normalizer, NormalizerError, load_word_map
 from moe_asr.scoring.output import (
+    COMPARE_FILES,
+    SCORE_FILES,
     format_alignments,
     format_compare_markdown,
     format_group_markdown,
@@ -29,6 +31,8 @@ from moe_asr.scoring.output import (
 )
 
 __all__ = [
+    "COMPARE_FILES",
+    "SCORE_FILES",
     "UNK_GROUP",
     "CompareReport",
     "CompareRow",

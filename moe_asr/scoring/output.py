@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+from moe_asr.files import atomic_write_text, check_outputs
 from moe_asr.scoring.compare import CompareReport, CompareRow
 from moe_asr.scoring.core import UNK_GROUP, GroupScore, ScoreReport, UttScore
 
@@ -18,7 +19,13 @@ __all__ = [
     "format_trn",
     "write_outputs",
     "write_compare_outputs",
+    "SCORE_FILES",
+    "COMPARE_FILES",
 ]
+
+# the files `score --out` writes (plus wer_by_<group>.md per group); `--compare` writes these
+SCORE_FILES = ("wer.json", "ref.trn", "hyp.trn", "alignments.txt")
+COMPARE_FILES = ("compare.json", "compare.md")
 
 _LIST_MAX = 20  # ids shown inline in Markdown notes (JSON lists them all)
 
@@ -141,16 +148,21 @@ def format_alignments(report: ScoreReport) -> str:
 
 
 def _write(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path
+    return atomic_write_text(path, text)
 
 
-def write_outputs(report: ScoreReport, outdir: str | Path) -> list[Path]:
+def write_outputs(
+    report: ScoreReport, outdir: str | Path, *, overwrite: bool = False
+) -> list[Path]:
     """Write wer.json, wer_by_<group>.md, ref.trn, hyp.trn, alignments.txt; return the paths.
 
-    Score them with sclite: ``sclite -r ref.trn trn -h hyp.trn trn -i rm -o sum stdout``.
+    Refused (OutputExistsError) when ``outdir`` holds any of them, unless ``overwrite``;
+    other files in ``outdir`` (hyp.txt...) are never touched. Score them with sclite:
+    ``sclite -r ref.trn trn -h hyp.trn trn -i rm -o sum stdout``.
     """
     outdir = Path(outdir)
+    names = [*SCORE_FILES, *(f"wer_by_{name}.md" for name in report.by_group)]
+    check_outputs(outdir, names, overwrite)
     outdir.mkdir(parents=True, exist_ok=True)
     written = [
         _write(outdir / "wer.json", json.dumps(report.to_json(), indent=2) + "\n"),
@@ -205,9 +217,13 @@ def format_compare_markdown(report: CompareReport) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_compare_outputs(report: CompareReport, outdir: str | Path) -> list[Path]:
-    """Write compare.json and compare.md into ``outdir``; return the paths."""
+def write_compare_outputs(
+    report: CompareReport, outdir: str | Path, *, overwrite: bool = False
+) -> list[Path]:
+    """Write compare.json and compare.md into ``outdir`` (refused over earlier ones unless
+    ``overwrite``); return the paths."""
     outdir = Path(outdir)
+    check_outputs(outdir, COMPARE_FILES, overwrite)
     outdir.mkdir(parents=True, exist_ok=True)
     return [
         _write(outdir / "compare.json", json.dumps(report.to_json(), indent=2) + "\n"),

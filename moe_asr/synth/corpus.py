@@ -23,6 +23,7 @@ import numpy as np
 from moe_asr.audio import resample, save_audio
 from moe_asr.data.datadir import DataDir, read_table, write_datadir
 from moe_asr.errors import UserError
+from moe_asr.files import atomic_write_text
 from moe_asr.synth.espeak import ESPEAK_RATE, VARIANTS, EspeakError, EspeakServer
 from moe_asr.synth.noise import (
     BABBLE_TALKERS,
@@ -353,7 +354,7 @@ def build_corpus(
     write_datadir(dd, out_dir)
     failures = out_dir / "synth_failures"
     if failed:
-        failures.write_text("".join(f"{u} {w}\n" for u, w in sorted(failed.items())), "utf-8")
+        atomic_write_text(failures, "".join(f"{u} {w}\n" for u, w in sorted(failed.items())))
     elif failures.exists():
         failures.unlink()
     meta = {
@@ -362,7 +363,7 @@ def build_corpus(
         "espeak_ng": version,
         "voice_checks": [asdict(c) for c in checks],
     }
-    (out_dir / "synth.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", "utf-8")
+    atomic_write_text(out_dir / "synth.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return SynthReport(
         out_dir=out_dir,
         utts=len(ok),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from moe_asr.config import load_config
 from moe_asr.data.labels import LabelVocab
+from moe_asr.files import check_outputs
 from moe_asr.package import save_package
 from moe_asr.train.checkpoint import (
     CheckpointError,
@@ -19,17 +20,19 @@ __all__ = ["average_experiment"]
 
 
 def average_experiment(
-    exp_dir: str | Path, num: int, *, best: bool = False
+    exp_dir: str | Path, num: int, *, best: bool = False, overwrite: bool = False
 ) -> tuple[Path, list[int]]:
     """Average the last ``num`` (or the ``num`` best by dev loss) epoch checkpoints.
 
     Writes ``EXP/model.pt`` (config, averaged weights incl. CMVN, tokenizer, label vocabulary)
     and returns its path and the epochs used. Falls back to ``last.pt`` when no epoch
-    checkpoint exists yet (a run stopped by its budget inside the first epoch).
+    checkpoint exists yet (a run stopped by its budget inside the first epoch). An existing
+    ``model.pt`` is refused unless ``overwrite``.
     """
     from moe_asr.data.tokenizer import Tokenizer
 
     exp_dir = Path(exp_dir)
+    check_outputs(exp_dir, ["model.pt"], overwrite, option="--exp")
     ckpt_dir = exp_dir / "checkpoints"
     available = list_epoch_checkpoints(ckpt_dir)
     if best:

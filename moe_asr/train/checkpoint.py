@@ -6,7 +6,7 @@ A checkpoint is a dict of tensors and plain Python values only, so it loads with
 
 from __future__ import annotations
 
-import os
+import pickle
 import random
 import re
 from pathlib import Path
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from moe_asr.errors import UserError
+from moe_asr.files import atomic_open
 
 __all__ = [
     "CheckpointError",
@@ -33,37 +34,36 @@ class CheckpointError(UserError):
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file in the same dir, fsync, then rename over ``path``.
+    """torch.save through ``moe_asr.files.atomic_open`` (temp file, fsync, rename).
 
-    A crash at any point leaves either the old file or the new one, never a partial file.
+    A crash at any point leaves either the old file or the new one, never a partial file;
+    a failed write (disk full) is a WriteError naming ``path``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load with ``weights_only=True``; anything else is refused, never retried unsafely."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint does not exist")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot load checkpoint ({e})") from e
+    except pickle.UnpicklingError as e:
+        # PyTorch's message suggests weights_only=False: that would run the file's code
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        holds = f" such as {found.group(1)}" if found else ""
+        raise CheckpointError(
+            f"{path}: not a moe_asr file: it holds Python objects{holds} that moe_asr never "
+            "loads (only tensors and plain values)"
+        ) from e
+    except Exception as e:  # noqa: BLE001 - zip, EOF, unpickling and device errors alike
+        text = str(e).strip()
+        first = text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(e).__name__
+        raise CheckpointError(
+            f"{path}: not a readable moe_asr file (corrupt or truncated: {first})"
+        ) from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: not a moe_asr checkpoint")
     return obj

@@ -106,6 +106,8 @@ class TrainLogger:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+            self._tb = None
         for h in self._handlers:
             self._log.removeHandler(h)
             h.close()
+        self._handlers = []

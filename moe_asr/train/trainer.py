@@ -22,8 +22,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from moe_asr.config import Config, dump_config, load_config
+from moe_asr.config import Config, dump_config, load_config, validate_config
 from moe_asr.errors import UserError
+from moe_asr.files import DirLock, WriteError, atomic_write_text, remove_stale_temps
 from moe_asr.train.checkpoint import (
     atomic_save,
     list_epoch_checkpoints,
@@ -34,7 +35,7 @@ from moe_asr.train.checkpoint import (
 from moe_asr.train.monitor import TrainLogger
 from moe_asr.train.schedule import build_optimizer, build_scheduler
 
-__all__ = ["TrainError", "TrainSetup", "TrainResult", "train"]
+__all__ = ["TrainError", "TrainSetup", "TrainResult", "train", "transcript_warnings"]
 
 log = logging.getLogger("moe_asr.train")
 
@@ -98,7 +99,8 @@ def _param_checksum(model: torch.nn.Module) -> float:
 # ----------------------------------------------------------------------------- setup
 
 
-def _prepare_exp_dir(setup: TrainSetup, rank: int) -> Path:
+def _check_exp_dir(setup: TrainSetup) -> Path:
+    """Refuse to start a new run over an earlier one or to resume nothing; reads only."""
     ckpt_dir = setup.exp_dir / "checkpoints"
     last = ckpt_dir / "last.pt"
     if last.exists() and not setup.resume:
@@ -106,21 +108,57 @@ def _prepare_exp_dir(setup: TrainSetup, rank: int) -> Path:
             f"{setup.exp_dir}: holds checkpoints from an earlier run; pass --resume to continue "
             "it, or choose another --exp (nothing is overwritten)"
         )
-    if rank == 0:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        # a process killed inside atomic_save leaves its temporary file (never a checkpoint)
-        for stale in ckpt_dir.glob(".*.tmp*"):
-            stale.unlink()
-        cfg_path = setup.exp_dir / "config.yaml"
-        new = dump_config(setup.config)
-        # compared as configs, so fields added since (with their defaults) do not count
-        if setup.resume and cfg_path.exists() and load_config(cfg_path) != setup.config:
-            raise TrainError(
-                f"{cfg_path}: the resumed run had a different config; resume with the same "
-                "config and --set options, or start a new --exp"
-            )
-        cfg_path.write_text(new, encoding="utf-8")
+    if setup.resume and not last.exists():
+        raise TrainError(f"{last}: nothing to resume (no last.pt); drop --resume")
+    cfg_path = setup.exp_dir / "config.yaml"
+    # compared as configs, so fields added since (with their defaults) do not count
+    if setup.resume and cfg_path.exists() and load_config(cfg_path) != setup.config:
+        raise TrainError(
+            f"{cfg_path}: the resumed run had a different config; resume with the same "
+            "config and --set options, or start a new --exp"
+        )
     return ckpt_dir
+
+
+def _write_exp_dir(setup: TrainSetup, tokenizer, label_vocab) -> None:
+    """Rank 0, after everything was built: config, tokenizer and labels of the run."""
+    ckpt_dir = setup.exp_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    # a process killed inside atomic_save leaves its temporary file (never a checkpoint);
+    # only those of dead writers go: the lock keeps other runs out, but not other tools
+    remove_stale_temps(ckpt_dir)
+    dump_config(setup.config, setup.exp_dir / "config.yaml")
+    # the exp dir is self-contained: `moe-asr average` packages from it alone
+    tokenizer.save(setup.exp_dir / "tokenizer")
+    vocab = label_vocab.to_dict() if label_vocab is not None else {}
+    atomic_write_text(setup.exp_dir / "label_vocab.json", json.dumps(vocab, indent=1))
+
+
+def transcript_warnings(dd, utt_ids: list[str], tokenizer) -> list[str]:
+    """Warnings about training transcripts: empty ones (the model learns to output nothing
+    for them) and characters the tokenizer maps to ``<unk>``; each names examples."""
+    empty = [u for u in utt_ids if not dd.text.get(u, "").strip()]
+    unknown: dict[str, str] = {}  # character -> first utterance holding it
+    for u in utt_ids:
+        text = dd.text.get(u, "")
+        if tokenizer.unk_id in tokenizer.encode(text):
+            for c in sorted(set(text) - {" "}):
+                if c not in unknown and tokenizer.encode(c) == [tokenizer.unk_id]:
+                    unknown[c] = u
+    out = []
+    if empty:
+        out.append(
+            f"{dd.path or 'train data'}: {len(empty)} utterance(s) with an empty transcript are "
+            f"trained on as silence (e.g. {', '.join(empty[:3])}); remove them with "
+            "`moe-asr fix-data` if they are not"
+        )
+    if unknown:
+        shown = ", ".join(f"{c!r} ({u})" for c, u in list(unknown.items())[:8])
+        out.append(
+            f"{dd.path or 'train data'}: {len(unknown)} character(s) the tokenizer does not know "
+            f"are trained as <unk>: {shown}; retrain the tokenizer on this text or normalise it"
+        )
+    return out
 
 
 def _build(setup: TrainSetup, rank: int, world: int, device: torch.device):
@@ -148,33 +186,45 @@ def _build(setup: TrainSetup, rank: int, world: int, device: torch.device):
         cmvn = Cmvn.load(setup.cmvn_path)
         model.set_cmvn(torch.as_tensor(cmvn.mean), torch.as_tensor(cmvn.std))
     model.to(device)
-    return tokenizer, label_vocab, train_ds, sampler, train_loader, dev_loader, model
+    warnings = transcript_warnings(train_dd, train_ds.utt_ids, tokenizer)
+    return tokenizer, label_vocab, train_ds, sampler, train_loader, dev_loader, model, warnings
 
 
 # ----------------------------------------------------------------------------- loop
 
 
 def train(setup: TrainSetup) -> TrainResult:
-    """Train per ``setup``; returns a summary. Raises TrainError for a bad setup."""
+    """Train per ``setup``; returns a summary. Raises TrainError for a bad setup.
+
+    The config is validated before anything is written; rank 0 holds an exclusive lock
+    on the exp dir (``EXP/.lock``) for the whole run, so a second run there is refused.
+    """
+    validate_config(setup.config)
+    rank, world, device = _init_distributed()
+    lock = DirLock(setup.exp_dir, what="training run") if rank == 0 else None
+    with lock if lock is not None else contextlib.nullcontext():
+        stale = lock.stale if lock is not None else None
+        return _train(setup, rank, world, device, stale_lock=stale)
+
+
+def _train(
+    setup: TrainSetup, rank: int, world: int, device: torch.device, *, stale_lock: str | None
+) -> TrainResult:
     cfg = setup.config
     tcfg = cfg.train
     if tcfg.num_threads > 0:
         torch.set_num_threads(tcfg.num_threads)
     torch.set_flush_denormal(True)
-    rank, world, device = _init_distributed()
-    ckpt_dir = _prepare_exp_dir(setup, rank)
+    ckpt_dir = _check_exp_dir(setup)
     torch.manual_seed(tcfg.seed)
     random.seed(tcfg.seed)
     np.random.seed(tcfg.seed)
 
-    tokenizer, label_vocab, train_ds, sampler, loader, dev_loader, model = _build(
+    tokenizer, label_vocab, train_ds, sampler, loader, dev_loader, model, data_warnings = _build(
         setup, rank, world, device
     )
     if rank == 0:
-        # the exp dir is self-contained: `moe-asr average` packages from it alone
-        tokenizer.save(setup.exp_dir / "tokenizer")
-        vocab = label_vocab.to_dict() if label_vocab is not None else {}
-        (setup.exp_dir / "label_vocab.json").write_text(json.dumps(vocab, indent=1))
+        _write_exp_dir(setup, tokenizer, label_vocab)
     ddp_model: torch.nn.Module = model
     if world > 1:
         # an expert may get no frames on a rank: DDP must tolerate unused parameters
@@ -189,8 +239,6 @@ def train(setup: TrainSetup) -> TrainResult:
     state = {"epoch": 0, "batches_done": 0, "step": 0, "history": [], "bad_total": 0}
     last_path = ckpt_dir / "last.pt"
     if setup.resume:
-        if not last_path.exists():
-            raise TrainError(f"{last_path}: nothing to resume (no last.pt); drop --resume")
         ck = load_checkpoint(last_path, map_location=device)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
@@ -210,22 +258,38 @@ def train(setup: TrainSetup) -> TrainResult:
             else ""
         )
     )
+    if stale_lock:
+        logger.warning(
+            f"{setup.exp_dir}: took over the stale lock of a dead training run ({stale_lock})"
+        )
+    for w in data_warnings:
+        logger.warning(w)
 
     def save(path: Path) -> None:
         if rank != 0:
             return
-        atomic_save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": rng_state(),
-                "state": dict(state),
-                "sampler": sampler.state_dict(),
-                "config_yaml": dump_config(cfg),
-            },
-            path,
-        )
+        try:
+            atomic_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng_state(),
+                    "state": dict(state),
+                    "sampler": sampler.state_dict(),
+                    "config_yaml": dump_config(cfg),
+                },
+                path,
+            )
+        except WriteError as e:
+            logger.close()
+            kept = (
+                f"the last good checkpoint {last_path} is intact: free space, then continue "
+                "with --resume"
+                if last_path.exists()
+                else "no checkpoint was written yet: free space and start again"
+            )
+            raise TrainError(f"{e} Training stopped at step {state['step']}; {kept}") from e
 
     started = time.monotonic()
     stopped = ""
@@ -353,7 +417,7 @@ def train(setup: TrainSetup) -> TrainResult:
         dist.all_gather_object(sums, _param_checksum(model))
         logger.info(f"parameter checksums per rank: {sums}")
         if rank == 0:
-            (setup.exp_dir / "ddp_check.json").write_text(json.dumps({"checksums": sums}))
+            atomic_write_text(setup.exp_dir / "ddp_check.json", json.dumps({"checksums": sums}))
     logger.info(f"stopped: {stopped}; steps {state['step']}; skipped batches {state['bad_total']}")
     logger.close()
     return TrainResult(
@@ -415,7 +479,7 @@ def _keep_best(ckpt_dir: Path, history: list[dict], keep: int) -> None:
     for epoch, path in list_epoch_checkpoints(ckpt_dir):
         if epoch not in best:
             path.unlink()
-    (ckpt_dir / "history.json").write_text(json.dumps(history, indent=1))
+    atomic_write_text(ckpt_dir / "history.json", json.dumps(history, indent=1))
 
 
 def _no_improvement(history: list[dict], patience: int) -> bool:

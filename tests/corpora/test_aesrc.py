@@ -49,5 +49,5 @@ def test_nothing_usable(tmp_path):
     with pytest.raises(CorpusError, match="no accent directories"):
         prepare_aesrc(tmp_path, tmp_path / "data")
     (tmp_path / "US" / "G1").mkdir(parents=True)
-    with pytest.raises(CorpusError, match="no usable utterances for the train split"):
+    with pytest.raises(CorpusError, match="no usable utterance in any split"):
         prepare_aesrc(tmp_path, tmp_path / "data")

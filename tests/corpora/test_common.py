@@ -98,11 +98,13 @@ def test_write_splits_refuses_foreign_dirs_and_replaces_own(tmp_path, caplog):
     assert (out / "train" / "utt2accent").read_text() == "s1-1 x\ns1-4 x\n"
 
 
-def test_empty_required_split_names_it(tmp_path):
+def test_nothing_usable_names_the_warnings_that_emptied_it(tmp_path):
     w = PrepWarnings("test")
     w.add("audio without a transcript (skipped)", "/c/x.wav")
-    with pytest.raises(CorpusError, match=r"no usable utterances for the train split.*/c/x.wav"):
+    with pytest.raises(CorpusError, match=r"no usable utterance in any split.*/c/x.wav"):
         write_splits("test", {"train": [], "dev": [], "test": []}, tmp_path, w)
+    with pytest.raises(CorpusError, match="no audio file with a transcript was found"):
+        write_splits("test", {"train": [], "dev": [], "test": []}, tmp_path, PrepWarnings("t"))
 
 
 def _tar(path, members):

@@ -103,10 +103,17 @@ def test_check_audio_and_pipes(tmp_path):
     (d / "wav.scp").write_text("\n".join(wav) + "\n")
     problems = "\n".join(map(str, validate_datadir(d, check_audio=True)))
     assert f"wav.scp:1: {utt0}: {bad}: not a readable audio file" in problems
-    assert "wav.scp:2:" in problems and "--allow-pipes" in problems
-    assert "pipeline" not in "\n".join(map(str, validate_datadir(d, allow_pipes=True)))
-    with pytest.raises(DataDirError, match="allow-pipes"):
+    # the advice is to convert the audio: no command that reads audio takes --allow-pipes
+    assert "wav.scp:2:" in problems and "convert the audio to files" in problems
+    assert "--allow-pipes" not in problems
+    with pytest.raises(DataDirError, match="convert the audio to files") as e:
         load_datadir(d)
+    assert "allow-pipes" not in str(e.value)
+    # --allow-pipes never makes such a dir OK: a warning, and an error when audio is checked
+    allowed = [p for p in validate_datadir(d, allow_pipes=True) if "pipeline" in p.what]
+    assert len(allowed) == 1 and not allowed[0].fatal and "refuse it" in allowed[0].what
+    checked = validate_datadir(d, allow_pipes=True, check_audio=True)
+    assert any("pipeline" in p.what and p.fatal for p in checked)
 
 
 def test_fix_data_backs_up_and_loses_nothing(tmp_path, capsys):

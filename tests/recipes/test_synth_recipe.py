@@ -92,16 +92,28 @@ def test_rerun_skips_done_stages_and_redoes_the_unfinished_one(recipe_run):
     tmp, _ = recipe_run
     exp = tmp / "exp" / "tiny_char"
     greedy = exp / "decode_test_ctc_greedy"
-    # an interruption while scoring the greedy decode: its marker and output are missing
+    rescore = exp / f"decode_test_{MODES[2]}"
+    # interruptions after a command wrote its results but before the marker: the stage
+    # redoes its own output (--overwrite), since the commands refuse to replace results
     (greedy / ".done.score").unlink()
-    (greedy / "wer.json").unlink()
+    (greedy / "wer.json").write_text("{}\n")  # a stale result of the interrupted run
+    (rescore / ".done.decode").unlink()
+    (rescore / "notes.txt").write_text("mine\n")  # not written by decode: kept
+    (exp / "report_test" / ".done.report").unlink()
+    (exp / ".done.average").unlink()
+    cmvn_marker = tmp / "data" / ".done" / "stage2"
+    cmvn_marker.unlink()
     r = _run(tmp)
     for n, name in enumerate(["data", "validate", "cmvn", "tokenizer", "train", "average"]):
-        assert f"stage {n} ({name}): done before" in r.stdout
-    for mode in MODES:
+        if name not in ("cmvn", "average"):
+            assert f"stage {n} ({name}): done before" in r.stdout
+    assert cmvn_marker.exists() and (exp / ".done.average").exists()  # redone
+    for mode in MODES[:2]:
         assert f"decode_test_{mode}: decode done before" in r.stdout
+    assert f"decode_test_{MODES[2]}: decode done before" not in r.stdout
+    assert (rescore / ".done.decode").exists() and (rescore / "notes.txt").read_text() == "mine\n"
     assert f"decode_test_{MODES[1]}: score done before" in r.stdout
     assert "== test / ctc_greedy" in r.stdout  # scored again
-    assert (greedy / "wer.json").exists()
-    assert "report_test: report done before" in r.stdout
+    assert json.loads((greedy / "wer.json").read_text())["overall"]["utts"] > 0
+    assert (exp / "report_test" / ".done.report").exists()
     assert "== summary" in r.stdout and "test/ctc_greedy" in r.stdout

@@ -18,5 +18,5 @@ for split in train dev test; do
   n=$train_utts
   [ "$split" = train ] || n=$held_out
   moe-asr synth "$data_root/$split" --split "$split" --num-utts "$n" "${accent_opt[@]}" \
-    --noise "$noise" --snrs "$snrs" --seed "$seed" --nj "$nj"
+    --noise "$noise" --snrs "$snrs" --seed "$seed" --nj "$nj" --overwrite  # stage 0 redoes it
 done
