@@ -169,6 +169,10 @@ class TrainConfig:
     patience: int = 0  # epochs without dev improvement before stopping; 0 = off
     max_bad_steps: int = 20  # consecutive NaN/inf losses before training stops
     num_threads: int = 0  # torch.set_num_threads; 0 = leave as is
+    # start from this model's weights (package or checkpoint; dense FFNs upcycled into MoE
+    # experts; see moe_asr.train.init); "" = random init. A resumed run ignores it.
+    init: str = ""
+    init_noise: float = 0.0  # noise on upcycled expert copies, relative std (e.g. 0.01)
 
 
 @dataclass(kw_only=True)

@@ -69,6 +69,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exp", required=True, help="experiment dir")
     p.add_argument("--resume", action="store_true", help="continue from EXP/checkpoints/last.pt")
     p.add_argument(
+        "--init",
+        default=None,
+        metavar="MODEL.pt",
+        help="start from the weights of a package or checkpoint (train.init): matching tensors "
+        "are loaded, dense feed-forwards are copied into every MoE expert, routers start fresh; "
+        "EXP/init.json lists what was loaded/upcycled/skipped/new. With --resume the run "
+        "continues from last.pt (which descends from the init); a different init than the "
+        "run started with is refused as a changed config",
+    )
+    p.add_argument(
+        "--init-noise",
+        type=float,
+        default=None,
+        metavar="STD",
+        help="noise on upcycled expert copies, relative to each tensor's std (train.init_noise)",
+    )
+    p.add_argument(
         "--max-minutes",
         type=float,
         default=None,
@@ -86,9 +103,15 @@ def _run_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.max_minutes is not None:
         overrides.append(f"train.max_minutes={args.max_minutes}")
+    config = load_config(args.config, overrides)
+    # set here, not as --set overrides: a path must stay a string (YAML would parse "1e3")
+    if args.init is not None:
+        config.train.init = args.init
+    if args.init_noise is not None:
+        config.train.init_noise = args.init_noise
     result = train(
         TrainSetup(
-            config=load_config(args.config, overrides),
+            config=config,
             train_data=Path(args.train_data),
             dev_data=Path(args.dev_data),
             tokenizer_dir=Path(args.tokenizer),

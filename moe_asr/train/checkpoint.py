@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from moe_asr.errors import UserError
 __all__ = [
     "CheckpointError",
     "atomic_save",
+    "atomic_write_text",
     "load_checkpoint",
     "rng_state",
     "set_rng_state",
@@ -37,12 +39,21 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
     A crash at any point leaves either the old file or the new one, never a partial file.
     """
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, like ``atomic_save``."""
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
