@@ -78,6 +78,9 @@ class MoEConfig:
     importance_cv_weight: float = 0.0  # Shazeer et al. 2017 importance CV^2
     output_diversity_weight: float = 0.0  # penalty on cosine similarity of expert outputs
     layers: str = "all"  # all | every_other | comma-separated layer indices "1,3,5"
+    # experts of each MoE feed-forward in encoder order (ff1, ff2 of every MoE layer), for
+    # models cut down by `moe-asr extract`; empty = num_experts in every one
+    ffn_experts: list[int] = field(default_factory=list)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
 
 
