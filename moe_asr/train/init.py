@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from moe_asr.data.labels import LabelVocab
+from moe_asr.data.tokenizer import Tokenizer
 from moe_asr.errors import UserError
 from moe_asr.nn.moe import MoEFeedForward
 from moe_asr.train.checkpoint import CheckpointError, atomic_write_text, load_checkpoint
@@ -108,14 +109,13 @@ def init_from(
     model: nn.Module,
     path: str | Path,
     *,
-    tokenizer: object | None,
+    tokenizer: Tokenizer | None,
     noise: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> InitReport:
     """Fill ``model`` (an AsrModel, in place) from the package or checkpoint at ``path``.
 
-    ``tokenizer``: the run's tokenizer (``moe_asr.data.tokenizer.Tokenizer``); its token
-    list must equal the init model's for the token-indexed layers to be loaded (None:
+    ``tokenizer``: the run's tokenizer; its token list must equal the init model's for the token-indexed layers to be loaded (None:
     they are never loaded). ``noise``: relative std of the noise added to upcycled copies
     (0 = exact copies); ``generator`` draws it (CPU; default: a fresh seed-0 generator,
     so every DDP rank draws the same). The model's label vocabulary (``model.label_vocab``)
@@ -127,7 +127,7 @@ def init_from(
     src = _read_source(path)
     generator = generator or torch.Generator().manual_seed(0)
     report = InitReport(source=str(path), kind=src.kind, noise=float(noise))
-    run_tokens = list(tokenizer.tokens) if tokenizer is not None else None  # type: ignore[attr-defined]
+    run_tokens = list(tokenizer.tokens) if tokenizer is not None else None
     same_tokens = run_tokens is not None and run_tokens == src.tokens
     if not same_tokens:
         why = (
@@ -138,7 +138,11 @@ def init_from(
             else "the init model has another tokenizer"
         )
         report.notes.append(f"token layers ({', '.join(_TOKEN_MODULES)}) not loaded: {why}")
-    other_labels = _labels_that_differ(getattr(model, "label_vocab", None), src.label_vocab)
+    other_labels = [
+        n
+        for n in _labels_that_differ(getattr(model, "label_vocab", None), src.label_vocab)
+        if any(k.startswith("guidance.") and n in k.split(".") for k in src.state)
+    ]
     if other_labels:
         report.notes.append(
             f"guidance tensors of label(s) {', '.join(other_labels)} not loaded: "
@@ -209,7 +213,6 @@ def _labels_that_differ(run: LabelVocab | None, init: LabelVocab | None) -> list
 
 def _read_source(path: Path) -> _Source:
     """The state dict, tokenizer tokens and label vocabulary of a package or checkpoint."""
-    from moe_asr.data.tokenizer import Tokenizer
     from moe_asr.package import PACKAGE_FORMAT
 
     expected = "pass EXP/model.pt (`moe-asr average`) or EXP/checkpoints/last.pt or epoch-N.pt"

@@ -272,3 +272,13 @@ def test_bad_init_files_give_one_line_errors(tmp_path):
         assert words in msg and "\n" not in msg and "EXP/model.pt" in msg, msg
     with pytest.raises(InitError, match="noise"):
         init_from(model, raw, tokenizer=TOK, noise=-1.0)
+
+
+def test_dense_init_of_a_guided_moe_leaves_guidance_new_without_notes(tmp_path):
+    dense_cfg = _cfg("dense")
+    path = _package(tmp_path, dense_cfg, _model(dense_cfg, seed=0))
+    vocab = LabelVocab({"accent": ["unk", "a", "b"]})
+    guided = _model(_cfg(guidance=GuidanceConfig(labels=["accent"], embed=True)), 5, vocab)
+    report = init_from(guided, path, tokenizer=TOK)
+    assert "guidance.embed.accent.weight" in report.new
+    assert report.notes == [] and report.skipped == []
