@@ -39,6 +39,7 @@ from moe_asr.data.labels import LabelVocab
 from moe_asr.data.tokenizer import Tokenizer
 from moe_asr.errors import UserError
 from moe_asr.nn.moe import MoEFeedForward
+from moe_asr.package import PACKAGE_FORMAT
 from moe_asr.train.checkpoint import CheckpointError, atomic_write_text, load_checkpoint
 
 __all__ = ["InitError", "SkippedTensor", "InitReport", "init_from"]
@@ -213,18 +214,17 @@ def _labels_that_differ(run: LabelVocab | None, init: LabelVocab | None) -> list
 
 def _read_source(path: Path) -> _Source:
     """The state dict, tokenizer tokens and label vocabulary of a package or checkpoint."""
-    from moe_asr.package import PACKAGE_FORMAT
-
     expected = "pass EXP/model.pt (`moe-asr average`) or EXP/checkpoints/last.pt or epoch-N.pt"
     if not path.is_file():
         raise InitError(f"{path}: init model does not exist; {expected}")
     try:
         obj = load_checkpoint(path)
     except CheckpointError as e:
-        first = str(e.__cause__ or e).strip().splitlines()
+        # torch's own message is long and multi-line; its type says enough
+        why = type(e.__cause__ or e).__name__
         raise InitError(
-            f"{path}: not a moe_asr model package or checkpoint "
-            f"({first[0] if first else type(e).__name__}); {expected}"
+            f"{path}: not a moe_asr model package or checkpoint (torch.load cannot read it: "
+            f"{why}); {expected}"
         ) from e
     if obj.get("format") == PACKAGE_FORMAT and isinstance(obj.get("model_state"), dict):
         tokens = Tokenizer.from_bytes(obj["tokenizer"]).tokens
