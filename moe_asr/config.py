@@ -84,6 +84,9 @@ class MoEConfig:
     importance_cv_weight: float = 0.0  # Shazeer et al. 2017 importance CV^2
     output_diversity_weight: float = 0.0  # penalty on cosine similarity of expert outputs
     layers: str = "all"  # all | every_other | comma-separated layer indices "1,3,5"
+    # experts of each MoE feed-forward in encoder order (ff1, ff2 of every MoE layer), for
+    # models cut down by `moe-asr extract`; empty = num_experts in every one
+    ffn_experts: list[int] = field(default_factory=list)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
 
 
@@ -175,6 +178,10 @@ class TrainConfig:
     patience: int = 0  # epochs without dev improvement before stopping; 0 = off
     max_bad_steps: int = 20  # consecutive NaN/inf losses before training stops
     num_threads: int = 0  # torch.set_num_threads; 0 = leave as is
+    # start from this model's weights (package or checkpoint; dense FFNs upcycled into MoE
+    # experts; see moe_asr.train.init); "" = random init. A resumed run ignores it.
+    init: str = ""
+    init_noise: float = 0.0  # noise on upcycled expert copies, relative std (e.g. 0.01)
 
 
 @dataclass(kw_only=True)

@@ -124,6 +124,8 @@ class AsrModel(nn.Module):
         guide = moe.guidance
         self.moe_layers = moe_layer_indices(moe.layers, cfg.num_layers) if cfg.ffn == "moe" else []
         moe_set = set(self.moe_layers)
+        # the encoder builds ff1 then ff2 of each layer, layers in order: the order of the list
+        sizes = iter(moe.ffn_experts)
 
         def make_ffn(i: int) -> nn.Module:
             if i not in moe_set:
@@ -131,7 +133,7 @@ class AsrModel(nn.Module):
             return MoEFeedForward(
                 cfg.d_model,
                 moe.expert_d_ff or cfg.d_ff,
-                moe.num_experts,
+                next(sizes, moe.num_experts),
                 moe.top_k,
                 dropout=cfg.dropout,
                 capacity_factor=moe.capacity_factor,
@@ -155,6 +157,9 @@ class AsrModel(nn.Module):
             make_ffn=make_ffn,
             attention_dropout=cfg.attention_dropout,
         )
+        if moe.ffn_experts:
+            built = [m.num_experts for m in self.encoder.modules() if isinstance(m, MoEFeedForward)]
+            assert built == list(moe.ffn_experts), (built, moe.ffn_experts)
         self.ctc_head = nn.Linear(cfg.d_model, vocab_size)
         dec = cfg.decoder
         self.decoder = TransformerDecoder(
@@ -362,7 +367,7 @@ class AsrModel(nn.Module):
                 raise UserError(
                     f"expert mask names layer {layer}, but the MoE layers are {self.moe_layers}"
                 )
-            e = self.cfg.moe.num_experts
+            e = min(self._layer_experts(layer))
             bad = [x for x in experts if not 0 <= x < e]
             if bad:
                 raise UserError(f"expert mask for layer {layer}: experts {bad} not in 0..{e - 1}")
@@ -377,6 +382,11 @@ class AsrModel(nn.Module):
                 size = self.label_vocab.size(name)
                 if int(ids.min()) < 0 or int(ids.max()) >= size:
                     raise UserError(f"label {name!r} ids must be in 0..{size - 1} (0 = unk)")
+
+    def _layer_experts(self, layer: int) -> list[int]:
+        """Expert counts of the MoE feed-forwards of encoder layer ``layer`` (ff1, ff2)."""
+        halves = (self.encoder.layers[layer].ff1, self.encoder.layers[layer].ff2)
+        return [m.num_experts for m in halves if isinstance(m, MoEFeedForward)]
 
     def _check_tokens(self, tokens: Tensor, token_lens: Tensor) -> None:
         if tokens.shape[0] != token_lens.shape[0]:
@@ -402,6 +412,22 @@ def _check_config(cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | N
         raise ConfigError(
             f"model.moe.top_k={moe.top_k} must be in 1..model.moe.num_experts={moe.num_experts}"
         )
+    if cfg.ffn == "moe" and moe.ffn_experts:
+        n_ffns = 2 * len(moe_layer_indices(moe.layers, cfg.num_layers))
+        if len(moe.ffn_experts) != n_ffns or not all(
+            moe.top_k <= e <= moe.num_experts for e in moe.ffn_experts
+        ):
+            raise ConfigError(
+                f"model.moe.ffn_experts={moe.ffn_experts}: need {n_ffns} counts (two per MoE "
+                f"layer), each in top_k={moe.top_k}..num_experts={moe.num_experts}; or [] "
+                "for num_experts everywhere"
+            )
+        if moe.guidance.hard_groups or moe.guidance.router_loss_weight > 0:
+            raise ConfigError(
+                "model.moe.ffn_experts cannot be combined with expert groups per label value "
+                "(model.moe.guidance.hard_groups, router_loss_weight): the groups need "
+                "num_experts in every MoE feed-forward"
+            )
     guide = moe.guidance
     if cfg.ffn != "moe" or not guide.labels:
         return

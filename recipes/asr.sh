@@ -17,7 +17,8 @@ dev_set=dev
 test_sets="test"
 local_data_opts=""       # passed to local/data.sh
 train_config=conf/train.yaml
-train_args=""            # extra `moe-asr train` options, e.g. "--set train.max_epochs=3"
+train_args=""            # extra `moe-asr train` options, e.g. "--set train.max_epochs=3" or
+                         # "--init exp/dense_char/model.pt" (upcycle a dense model into MoE)
 token_type=char          # char | bpe | unigram
 nbpe=256
 tag=""                   # experiment name; default: train config name + token type

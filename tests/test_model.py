@@ -327,3 +327,24 @@ def test_label_losses_closed_form():
     torch.testing.assert_close(router_label_loss(s, target, 3), expected)
     est = torch.tensor([[-1e4, 0.0, 0.0], [-1e4, 5.0, 0.0]])
     torch.testing.assert_close(known_label_loss(est, target), torch.log(torch.tensor(2.0)))
+
+
+def test_ffn_experts_sets_the_experts_of_each_moe_feedforward():
+    model = build_model(_cfg(ffn_experts=[3, 3, 2, 3]), V, None).eval()
+    sizes = [m.num_experts for m in model.modules() if isinstance(m, MoEFeedForward)]
+    assert sizes == [3, 3, 2, 3]
+    assert [
+        m.router.weight.shape[0] for m in model.modules() if isinstance(m, MoEFeedForward)
+    ] == sizes
+    feats, lens, _, _ = _batch([30, 20], [2, 2])
+    with torch.no_grad():
+        enc = model.encode(feats, lens, RoutingOptions(expert_mask={0: [2]}))
+    assert int(enc.router_stats[0].topk_idx.max()) == int(enc.router_stats[1].topk_idx.max()) == 1
+    with pytest.raises(UserError, match=r"not in 0\.\.1"):
+        model.encode(feats, lens, RoutingOptions(expert_mask={1: [2]}))  # layer 1 ff1 has 2
+    for bad in ([3, 2], [3, 2, 2, 1], [3, 2, 2, 4]):
+        with pytest.raises(ConfigError, match="ffn_experts"):
+            build_model(_cfg(ffn_experts=bad), V, None)
+    guided = GuidanceConfig(labels=["accent"], hard_groups=True)
+    with pytest.raises(ConfigError, match="ffn_experts cannot be combined"):
+        build_model(_cfg(ffn_experts=[3, 2, 2, 3], guidance=guided), V, VOCAB)

@@ -41,6 +41,8 @@ class NoMoELayersError(UserError):
 class RoutingData:
     """Routing aggregates of U utterances over L MoE feed-forwards with E experts each.
 
+    A feed-forward with fewer experts (``moe-asr extract``) holds zeros beyond its count.
+
     Attributes:
         utt_ids: U utterance ids, in collection order.
         layers: L encoder layer indices (as in ``RouterStats.layer``).
@@ -193,16 +195,17 @@ def _batch_records(stats: list[Any], num_utts: int) -> dict[str, torch.Tensor]:
     Returns tensors top1/topk/prob_sum (B, L, E), entropy_sum (B, L), frames (B,).
     """
     first = stats[0]
-    e = first.probs.shape[-1]
+    # extracted models have fewer experts in some feed-forwards: pad with never-used experts
+    e = max(s.probs.shape[-1] for s in stats)
     top1, topk, prob_sum, ent_sum = [], [], [], []
     frames = first.mask.sum(dim=1).long()  # (B,)
     for s in stats:
-        probs = s.probs.detach().float()  # (B, T, E)
+        probs = s.probs.detach().float()  # (B, T, E_s)
+        probs = torch.nn.functional.pad(probs, (0, e - probs.shape[-1]))  # (B, T, E)
         mask = s.mask.detach().bool()  # (B, T)
         idx = s.topk_idx.detach().long()  # (B, T, k)
         weight = s.topk_weight.detach().float()  # (B, T, k)
         b, t, _ = probs.shape
-        assert probs.shape[-1] == e, "every MoE layer must have the same number of experts"
         assert mask.shape == (b, t) and idx.shape[:2] == (b, t), "RouterStats shapes disagree"
         assert torch.equal(mask.sum(dim=1).long(), frames), "MoE layers disagree on frame counts"
         # top-1 = the selected expert with the highest gate weight (robust to unsorted top-k)

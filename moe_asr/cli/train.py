@@ -1,4 +1,4 @@
-"""Model subcommands: info, train, average."""
+"""Model subcommands: info, train, average, extract."""
 
 from __future__ import annotations
 
@@ -69,6 +69,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exp", required=True, help="experiment dir")
     p.add_argument("--resume", action="store_true", help="continue from EXP/checkpoints/last.pt")
     p.add_argument(
+        "--init",
+        default=None,
+        metavar="MODEL.pt",
+        help="start from the weights of a package or checkpoint (train.init): matching tensors "
+        "are loaded, dense feed-forwards are copied into every MoE expert, routers start fresh; "
+        "EXP/init.json lists what was loaded/upcycled/skipped/new. With --resume the run "
+        "continues from last.pt (which descends from the init); a different init than the "
+        "run started with is refused as a changed config",
+    )
+    p.add_argument(
+        "--init-noise",
+        type=float,
+        default=None,
+        metavar="STD",
+        help="noise on upcycled expert copies, relative to each tensor's std (train.init_noise)",
+    )
+    p.add_argument(
         "--max-minutes",
         type=float,
         default=None,
@@ -86,9 +103,15 @@ def _run_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.max_minutes is not None:
         overrides.append(f"train.max_minutes={args.max_minutes}")
+    config = load_config(args.config, overrides)
+    # set here, not as --set overrides: a path must stay a string (YAML would parse "1e3")
+    if args.init is not None:
+        config.train.init = args.init
+    if args.init_noise is not None:
+        config.train.init_noise = args.init_noise
     result = train(
         TrainSetup(
-            config=load_config(args.config, overrides),
+            config=config,
             train_data=Path(args.train_data),
             dev_data=Path(args.dev_data),
             tokenizer_dir=Path(args.tokenizer),
@@ -122,5 +145,63 @@ def _run_average(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_extract(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "extract",
+        help="a smaller model for one accent (or label group): keep the experts it uses",
+        description="Route the utterances of DATA whose utt2<NAME> value is one of V1,V2 "
+        "(label-free, as in decoding), keep per MoE feed-forward the fewest experts that "
+        "receive >= --coverage of their top-k assignments (at least top_k), drop the other "
+        "experts and their router rows, and write a normal self-contained package (what was "
+        "kept is in its meta). Prints parameters and file size before and after.",
+    )
+    p.add_argument("--model", required=True, help="EXP/model.pt (an MoE package)")
+    p.add_argument("--data", required=True, help="Kaldi data dir with the utt2<NAME> file")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--label", metavar="NAME=V1[,V2]", help="e.g. accent=fr,es or noise=clean")
+    which.add_argument("--accent", metavar="V1[,V2]", help="the same as --label accent=V1[,V2]")
+    p.add_argument("--coverage", type=float, default=0.95, help="in (0, 1]; default 0.95")
+    p.add_argument("--max-utts", type=int, default=None, help="route at most N utterances")
+    p.add_argument("--out", required=True, help="the new package, e.g. exp/moe/model_fr.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_extract)
+
+
+def _run_extract(args: argparse.Namespace) -> int:
+    from moe_asr.analysis.extract import ExtractError, extract_model
+
+    spec = f"accent={args.accent}" if args.accent is not None else args.label
+    name, sep, raw = spec.partition("=")
+    values = [v.strip() for v in raw.split(",") if v.strip()]
+    if not sep or not name.strip() or not values:
+        raise ExtractError(f"--label {spec!r}: expected NAME=V1[,V2], e.g. accent=fr,es")
+    r = extract_model(
+        args.model,
+        args.data,
+        label=name.strip(),
+        values=values,
+        coverage=args.coverage,
+        out=args.out,
+        overwrite=args.overwrite,
+        max_utts=args.max_utts,
+        progress=not args.no_progress,
+    )
+    kept = ", ".join(
+        f"{f['layer']}{'ab'[f['half']]} {len(f['kept'])}/{f['experts']}" for f in r.ffns
+    )
+    print(f"{r.path}: {r.label}={','.join(r.values)} from {r.utts} utterances; experts kept {kept}")
+    print(
+        f"parameters {r.params_before:,} -> {r.params_after:,} "
+        f"({100 * r.params_after / r.params_before:.1f}%); file {r.bytes_before / 1e6:.2f} MB "
+        f"-> {r.bytes_after / 1e6:.2f} MB"
+    )
+    low = min(f["kept_prob_mass"] for f in r.ffns)
+    print(f"lowest router probability mass kept in a feed-forward: {low:.3f}")
+    for note in r.notes:
+        print(f"note: {note}")
+    return 0
+
+
 # adders, in the order of `moe-asr --help`
-COMMANDS = [_add_info, _add_train, _add_average]
+COMMANDS = [_add_info, _add_train, _add_average, _add_extract]

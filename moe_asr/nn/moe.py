@@ -200,6 +200,28 @@ class MoEFeedForward(nn.Module):
             )
         return out, stats
 
+    @torch.no_grad()
+    def keep_experts(self, keep: list[int]) -> None:
+        """Drop every routed expert not in ``keep`` and its router row, in place.
+
+        The kept experts become 0..len(keep)-1 in the order given; shared experts stay.
+        On a frame whose top-k experts are all kept the output is unchanged for k >= 2
+        (the renormalised weights keep their ratios, dropless routing); for k = 1 the
+        weight, a probability of the softmax now over fewer experts, becomes p_e divided by
+        the probability mass of the kept experts at that frame.
+        """
+        if len(set(keep)) != len(keep) or not all(0 <= e < self.num_experts for e in keep):
+            raise ValueError(f"keep={keep}: distinct experts in 0..{self.num_experts - 1}")
+        if len(keep) < self.top_k:
+            raise ValueError(f"keep={keep}: fewer than top_k={self.top_k} experts")
+        old = self.router.weight  # (E, D)
+        self.router = nn.Linear(
+            old.shape[1], len(keep), bias=False, device=old.device, dtype=old.dtype
+        )
+        self.router.weight.copy_(old[keep])  # (E', D)
+        self.experts = nn.ModuleList(self.experts[e] for e in keep)
+        self.num_experts = len(keep)
+
     def _dispatch(self, x: Tensor, idx: Tensor, weight: Tensor) -> Tensor:
         """x: (N, D), idx/weight: (N, k) -> (N, D) = sum_k weight * expert_idx(x)."""
         n, k = idx.shape

@@ -3,7 +3,8 @@ per-epoch dev loss/CER, atomic checkpoints with exact resume, early stopping, a
 wall-clock budget, NaN/inf skipping, and DDP under torchrun (gloo on CPU, nccl on GPU).
 
 Files (rank 0 only): ``EXP/config.yaml``, ``EXP/train.log``, ``EXP/tensorboard/``,
-``EXP/checkpoints/{epoch-N.pt,last.pt}``, ``EXP/checkpoints/history.json``.
+``EXP/checkpoints/{epoch-N.pt,last.pt}``, ``EXP/checkpoints/history.json``, and with
+``train.init`` ``EXP/init.json`` (what was loaded, upcycled, skipped, new).
 """
 
 from __future__ import annotations
@@ -223,6 +224,21 @@ def _train(
     tokenizer, label_vocab, train_ds, sampler, loader, dev_loader, model, data_warnings = _build(
         setup, rank, world, device
     )
+    # before DDP (which broadcasts rank 0's weights) and the optimizer; a resumed run's
+    # weights come from last.pt, which already descends from the init
+    init_report = None
+    if tcfg.init and not setup.resume:
+        from moe_asr.train.init import init_from
+
+        init_report = init_from(
+            model,
+            tcfg.init,
+            tokenizer=tokenizer,
+            noise=tcfg.init_noise,
+            generator=torch.Generator().manual_seed(tcfg.seed),
+        )
+        if rank == 0:
+            init_report.save(setup.exp_dir / "init.json")
     if rank == 0:
         _write_exp_dir(setup, tokenizer, label_vocab)
     ddp_model: torch.nn.Module = model
@@ -264,6 +280,11 @@ def _train(
         )
     for w in data_warnings:
         logger.warning(w)
+
+    if init_report is not None:
+        logger.info(f"{init_report.summary()}; details in {setup.exp_dir / 'init.json'}")
+    elif tcfg.init:
+        logger.info(f"train.init={tcfg.init} not applied: resumed from {last_path}")
 
     def save(path: Path) -> None:
         if rank != 0:

@@ -227,3 +227,38 @@ def test_expert_groups_partition():
     assert expert_groups(2, 2) == [[0], [1]]
     with pytest.raises(ValueError):
         expert_groups(2, 3)
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_keep_experts_slices_router_rows_and_experts(top_k):
+    torch.manual_seed(0)
+    moe = MoEFeedForward(D, FF, 5, top_k, num_shared_experts=1).eval()
+    x = torch.randn(3, 40, D)
+    mask = torch.ones(3, 40, dtype=torch.bool)
+    with torch.no_grad():
+        y_full, s_full = moe(x, mask)
+        keep = [1, 3, 4]
+        dropped_experts = [moe.experts[e] for e in (0, 2)]
+        router_rows = moe.router.weight[keep].clone()
+        moe.keep_experts(keep)
+        y, s = moe(x, mask)
+    assert moe.num_experts == 3 and len(moe.experts) == 3 and len(moe.shared) == 1
+    assert torch.equal(moe.router.weight, router_rows)
+    assert not any(e is d for e in moe.experts for d in dropped_experts)
+    kept = torch.isin(s_full.topk_idx, torch.tensor(keep)).all(-1)  # (B, T) frames inside keep
+    assert 0 < int(kept.sum()) < kept.numel()
+    # the same experts, renumbered 0..2
+    remap = torch.tensor([-1, 0, -1, 1, 2])
+    assert torch.equal(s.topk_idx[kept], remap[s_full.topk_idx[kept]])
+    shared = moe.shared[0](x)
+    if top_k > 1:  # renormalised weights keep their ratios: the same output
+        torch.testing.assert_close(y[kept], y_full[kept], atol=1e-5, rtol=0)
+    else:  # the top-1 weight is a softmax over fewer experts: divided by the kept mass
+        mass = s_full.probs[..., keep].sum(-1)  # (B, T)
+        expected = shared + (y_full - shared) / mass[..., None]
+        torch.testing.assert_close(y[kept], expected[kept], atol=1e-5, rtol=1e-5)
+        assert float(mass[kept].max()) < 0.999
+    with pytest.raises(ValueError, match="distinct"):
+        moe.keep_experts([0, 0])
+    with pytest.raises(ValueError, match="top_k"):
+        moe.keep_experts([])

@@ -243,3 +243,36 @@ def test_torchrun_two_gloo_ranks_stay_identical(corpus, tmp_path):
     sums = json.loads((exp / "ddp_check.json").read_text())["checksums"]
     assert len(sums) == 2 and sums[0] == sums[1]
     assert (exp / "checkpoints" / "epoch-0.pt").exists()
+
+
+def test_init_upcycles_a_dense_run_and_resume_keeps_it(corpus, tmp_path, capsys):
+    steps = ["--set", "train.max_steps=2", "--set", "train.max_epochs=1"]
+    dense = tmp_path / "dense"
+    assert main(_args(corpus, dense, *steps, "--set", "model.ffn=dense")) == 0
+    assert main(["average", "--exp", str(dense), "--num", "1"]) == 0
+    moe = tmp_path / "moe"
+    top2 = ["--set", "model.moe.top_k=2"]
+    assert main(_args(corpus, moe, *steps, *top2, "--init", str(dense / "model.pt"))) == 0
+    report = json.loads((moe / "init.json").read_text())
+    assert report["kind"] == "package" and report["skipped"] == [] and report["unused"] == []
+    # 2 layers x 2 halves x 2 experts x 4 tensors; the 4 routers start fresh
+    assert len(report["upcycled"]) == 32 and len(report["new"]) == 4
+    assert "ctc_head.weight" in report["loaded"]  # same tokenizer: token layers loaded
+    assert "32 upcycled" in (moe / "train.log").read_text()
+    from moe_asr.config import load_config
+
+    assert load_config(moe / "config.yaml").train.init == str(dense / "model.pt")
+    # resume wins: the run continues from last.pt (it descends from the init) ...
+    init = ["--init", str(dense / "model.pt")]
+    assert main(_args(corpus, moe, *steps, *top2, *init, "--resume")) == 0
+    assert "not applied: resumed" in (moe / "train.log").read_text()
+    # ... and another init than the run started with is a changed config
+    ckpt = dense / "checkpoints" / "last.pt"
+    capsys.readouterr()
+    assert main(_args(corpus, moe, *steps, *top2, "--init", str(ckpt), "--resume")) == 1
+    assert "different config" in capsys.readouterr().err
+    # a training checkpoint works as the init too (tokenizer from its exp dir)
+    other = tmp_path / "from_ckpt"
+    assert main(_args(corpus, other, *steps, "--init", str(ckpt), "--init-noise", "0.01")) == 0
+    report = json.loads((other / "init.json").read_text())
+    assert report["kind"] == "checkpoint" and report["noise"] == 0.01 and report["skipped"] == []
