@@ -9,6 +9,11 @@ coefficients (zero when unused). ``ctc`` is summed over the batch and divided by
 number of target tokens; ``att`` is the label-smoothed cross-entropy per token.
 
 Label guidance of the routers (accent / noise labels): see ``moe_asr.nn.guidance``.
+
+Streaming (``model.streaming``, ``moe_asr.nn.streaming``): in training each batch draws a
+chunk size (or full context); ``encode(..., chunk_frames=c, left_chunks=k)`` applies the
+chunk mask at inference, and ``init_stream``/``encode_chunk`` encode chunk by chunk with
+caches, which equals ``encode`` under the same chunk mask.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from moe_asr.nn.moe import (
     load_balance_loss,
     router_z_loss,
 )
+from moe_asr.nn.streaming import EncoderCache, draw_chunk, history_frames
 
 __all__ = [
     "RoutingOptions",
@@ -154,6 +160,7 @@ class AsrModel(nn.Module):
             max_rel_pos=cfg.max_rel_pos,
             make_ffn=make_ffn,
             attention_dropout=cfg.attention_dropout,
+            causal_conv=cfg.streaming.enabled,
         )
         self.ctc_head = nn.Linear(cfg.d_model, vocab_size)
         dec = cfg.decoder
@@ -193,16 +200,28 @@ class AsrModel(nn.Module):
         feat_lens: Tensor,
         routing: RoutingOptions | None = None,
         labels: dict[str, Tensor] | None = None,
+        *,
+        chunk_frames: int = 0,
+        left_chunks: int = -1,
     ) -> EncoderOutput:
         """feats: (B, T, F) raw fbank, feat_lens: (B,) -> EncoderOutput.
 
         ``routing=None`` means: training with labels -> oracle labels (with label dropout),
-        otherwise label-free. ``labels`` are needed for ``mode="oracle"``.
+        otherwise label-free. ``labels`` are needed for ``mode="oracle"``. ``chunk_frames``
+        > 0: the streaming chunk mask (encoder frames per chunk, ``left_chunks`` of history,
+        -1 = all); 0 in training a streaming model: a chunk size drawn per batch.
         """
         if routing is None:
             mode = "oracle" if self.training and labels else "free"
             routing = RoutingOptions(mode=mode)
         self._check_routing(routing, labels)
+        if chunk_frames:
+            self._check_chunk(chunk_frames, left_chunks)
+        elif self.training and self.cfg.streaming.enabled:
+            chunk_frames, left_chunks = (
+                draw_chunk(self.cfg.streaming),
+                self.cfg.streaming.left_chunks,
+            )
         need = self.encoder.frontend.min_input_frames
         short = (feat_lens < need).nonzero().flatten().tolist()
         if short:
@@ -215,8 +234,55 @@ class AsrModel(nn.Module):
         x = x.masked_fill(~mask[..., None], 0.0)
         label_logits: dict[str, Tensor] = {}
         route_fn = self._route_fn(routing, labels, feats.shape[0], label_logits)
-        out, lens, stats = self.encoder(x, feat_lens, route_fn)
+        out, lens, stats = self.encoder(
+            x, feat_lens, route_fn, chunk=chunk_frames, left_chunks=left_chunks
+        )
         return EncoderOutput(out=out, lens=lens, router_stats=stats, label_logits=label_logits)
+
+    def init_stream(self, batch: int = 1) -> EncoderCache:
+        """Empty encoder cache for ``encode_chunk`` (streaming models only)."""
+        self._check_chunk(1, -1)
+        return self.encoder.init_cache(batch)
+
+    def encode_chunk(
+        self,
+        feats: Tensor,
+        cache: EncoderCache,
+        *,
+        chunk_frames: int,
+        left_chunks: int = -1,
+        routing: RoutingOptions | None = None,
+        labels: dict[str, Tensor] | None = None,
+    ) -> tuple[EncoderOutput, EncoderCache]:
+        """New raw fbank frames (B, t, F) of B equally long streams -> this chunk's encoder
+        output and the new cache. The caller feeds ``subsampling * chunk_frames`` frames per
+        chunk (``encoder.frontend.context_frames`` more for the first; a shorter last chunk);
+        routing is decided per chunk. Equals ``encode(..., chunk_frames, left_chunks)``."""
+        routing = routing or RoutingOptions()
+        self._check_routing(routing, labels)
+        self._check_chunk(chunk_frames, left_chunks)
+        x = (feats - self.cmvn_mean) / self.cmvn_std
+        label_logits: dict[str, Tensor] = {}
+        route_fn = self._route_fn(routing, labels, feats.shape[0], label_logits)
+        out, cache, stats = self.encoder.forward_chunk(
+            x, cache, route_fn, history=history_frames(chunk_frames, left_chunks)
+        )
+        lens = torch.full((feats.shape[0],), out.shape[1], dtype=torch.long, device=out.device)
+        enc = EncoderOutput(out=out, lens=lens, router_stats=stats, label_logits=label_logits)
+        return enc, cache
+
+    def _check_chunk(self, chunk_frames: int, left_chunks: int) -> None:
+        if not self.cfg.streaming.enabled:
+            raise UserError(
+                "chunked (streaming) decoding needs a model trained with "
+                "model.streaming.enabled=true (causal convolution, dynamic chunks); "
+                "decode this model with full context (--chunk-frames 0)"
+            )
+        if chunk_frames < 1 or left_chunks < -1:
+            raise UserError(
+                f"chunk_frames={chunk_frames} must be >= 1 and left_chunks={left_chunks} "
+                ">= -1 (-1 = all history)"
+            )
 
     def ctc_log_probs(self, enc_out: Tensor | EncoderOutput) -> Tensor:
         """(B, T', D) encoder states (or an EncoderOutput) -> (B, T', V) float32 log-probs."""
@@ -397,6 +463,7 @@ def _check_config(cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | N
         raise ConfigError(f"model.ffn={cfg.ffn!r}: use dense or moe")
     if not 0.0 <= cfg.ctc_weight <= 1.0:
         raise ConfigError(f"model.ctc_weight={cfg.ctc_weight} must be in [0, 1]")
+    _check_streaming(cfg)
     moe = cfg.moe
     if cfg.ffn == "moe" and not 1 <= moe.top_k <= moe.num_experts:
         raise ConfigError(
@@ -432,6 +499,27 @@ def _check_config(cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | N
                         f"hard groups give {smallest} expert(s) per {n} value, fewer than "
                         f"top_k={moe.top_k}; raise num_experts or lower top_k"
                     )
+
+
+def _check_streaming(cfg: ModelConfig) -> None:
+    st = cfg.streaming
+    if not st.enabled:
+        return
+    if not 1 <= st.min_chunk <= st.max_chunk:
+        raise ConfigError(
+            f"model.streaming: need 1 <= min_chunk ({st.min_chunk}) <= max_chunk ({st.max_chunk})"
+        )
+    if not 0.0 <= st.full_context_prob <= 1.0:
+        raise ConfigError(
+            f"model.streaming.full_context_prob={st.full_context_prob} must be in [0, 1]"
+        )
+    if st.left_chunks < -1:
+        raise ConfigError(f"model.streaming.left_chunks={st.left_chunks}: use -1 (all) or >= 0")
+    if cfg.ffn == "moe" and cfg.moe.guidance.labels and cfg.moe.guidance.utterance_estimate:
+        raise ConfigError(
+            "model.moe.guidance.utterance_estimate pools the whole utterance and cannot "
+            "stream; turn it off or set model.streaming.enabled=false"
+        )
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | None) -> AsrModel:
