@@ -182,6 +182,11 @@ class AsrModel(nn.Module):
             )
 
     # ------------------------------------------------------------------ inference API
+    @property
+    def streaming(self) -> bool:
+        """Trained for streaming (causal convolution, chunk masks): can decode chunk by chunk."""
+        return self.cfg.streaming.enabled
+
     def set_cmvn(self, mean: Tensor, std: Tensor) -> None:
         """Global CMVN applied at the start of ``encode``: mean (F,), std (F,) > 0."""
         if mean.shape != self.cmvn_mean.shape or std.shape != self.cmvn_std.shape:
