@@ -133,7 +133,7 @@ def package(tmp_path_factory):
     root = tmp_path_factory.mktemp("stream")
     guidance = {"labels": ["accent"], "embed": True, "label_dropout": 0.0}
     streaming = {"enabled": True, "min_chunk": 2, "max_chunk": 8, "left_chunks": 2}
-    path = train_tiny_package(root / "exp", steps=150, guidance=guidance, streaming=streaming)
+    path = train_tiny_package(root / "exp", steps=60, guidance=guidance, streaming=streaming)
     return load_package(path)
 
 
