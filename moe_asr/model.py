@@ -262,7 +262,8 @@ class AsrModel(nn.Module):
         """New raw fbank frames (B, t, F) of B equally long streams -> this chunk's encoder
         output and the new cache. The caller feeds ``subsampling * chunk_frames`` frames per
         chunk (``encoder.frontend.context_frames`` more for the first; a shorter last chunk);
-        routing is decided per chunk. Equals ``encode(..., chunk_frames, left_chunks)``."""
+        routing is decided per chunk. Equals ``encode(..., chunk_frames, left_chunks)``
+        (for dropless MoE; with ``capacity_factor`` > 0 the expert capacity is per chunk)."""
         routing = routing or RoutingOptions()
         self._check_routing(routing, labels)
         self._check_chunk(chunk_frames, left_chunks)
