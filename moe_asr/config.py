@@ -88,6 +88,8 @@ class DecoderConfig:
     num_heads: int = 4
     d_ff: int = 576
     dropout: float = 0.1
+    # dense | moe: experts of width d_ff, routing and its losses as in model.moe (no guidance)
+    ffn: str = "dense"
 
 
 @dataclass(kw_only=True)

@@ -131,20 +131,23 @@ class AsrModel(nn.Module):
         self.moe_layers = moe_layer_indices(moe.layers, cfg.num_layers) if cfg.ffn == "moe" else []
         moe_set = set(self.moe_layers)
 
-        def make_ffn(i: int) -> nn.Module:
-            if i not in moe_set:
-                return FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
+        def make_moe(d_ff: int, dropout: float) -> MoEFeedForward:
             return MoEFeedForward(
                 cfg.d_model,
-                moe.expert_d_ff or cfg.d_ff,
+                d_ff,
                 moe.num_experts,
                 moe.top_k,
-                dropout=cfg.dropout,
+                dropout=dropout,
                 capacity_factor=moe.capacity_factor,
                 noisy_gate_std=moe.noisy_gate_std,
                 num_shared_experts=moe.num_shared_experts,
                 probe_diversity=moe.output_diversity_weight > 0,
             )
+
+        def make_ffn(i: int) -> nn.Module:
+            if i not in moe_set:
+                return FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
+            return make_moe(moe.expert_d_ff or cfg.d_ff, cfg.dropout)
 
         self.register_buffer("cmvn_mean", torch.zeros(cfg.input_dim))
         self.register_buffer("cmvn_std", torch.ones(cfg.input_dim))
@@ -172,6 +175,7 @@ class AsrModel(nn.Module):
             dec.d_ff,
             dec.dropout,
             cfg.attention_dropout,
+            make_ffn=(lambda: make_moe(dec.d_ff, dec.dropout)) if dec.ffn == "moe" else None,
         )
         self.guide_names = list(guide.labels) if self.moe_layers else []
         self.guidance = None
@@ -311,8 +315,9 @@ class AsrModel(nn.Module):
         zero = enc.out.new_zeros((), dtype=torch.float32)
         w = self.cfg.ctc_weight
         ctc = self._ctc_loss(enc, tokens, token_lens) if w > 0 else zero
-        att = self._att_loss(enc, tokens, token_lens) if w < 1 else zero
-        balance, z, diversity = self._moe_losses(enc.router_stats, zero)
+        dec_stats: list[RouterStats] = []  # decoder MoE (model.decoder.ffn = moe)
+        att = self._att_loss(enc, tokens, token_lens, dec_stats) if w < 1 else zero
+        balance, z, diversity = self._moe_losses(enc.router_stats + dec_stats, zero)
         label_loss = self._label_loss(enc, labels, zero)
         loss = w * ctc + (1 - w) * att + balance + z + diversity + label_loss
         return ModelOutput(
@@ -341,14 +346,20 @@ class AsrModel(nn.Module):
         )
         return loss / token_lens.sum().clamp_min(1)
 
-    def _att_loss(self, enc: EncoderOutput, tokens: Tensor, token_lens: Tensor) -> Tensor:
+    def _att_loss(
+        self,
+        enc: EncoderOutput,
+        tokens: Tensor,
+        token_lens: Tensor,
+        stats: list[RouterStats] | None = None,
+    ) -> Tensor:
         b, length = tokens.shape
         pad = torch.arange(length, device=tokens.device)[None] >= token_lens[:, None]
         sos = tokens.new_full((b, 1), self.sos)
         ys_in = torch.cat([sos, tokens.masked_fill(pad, self.eos)], 1)  # (B, L+1)
         ys_out = torch.cat([tokens.masked_fill(pad, -1), tokens.new_full((b, 1), -1)], 1)
         ys_out[torch.arange(b, device=tokens.device), token_lens] = self.eos
-        logits = self.decoder(enc.out, enc.lens, ys_in)  # (B, L+1, V)
+        logits = self.decoder(enc.out, enc.lens, ys_in, token_lens + 1, stats)  # (B, L+1, V)
         return F.cross_entropy(
             logits.float().reshape(-1, self.vocab_size),
             ys_out.reshape(-1),
@@ -470,8 +481,10 @@ def _check_config(cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | N
     if not 0.0 <= cfg.ctc_weight <= 1.0:
         raise ConfigError(f"model.ctc_weight={cfg.ctc_weight} must be in [0, 1]")
     _check_streaming(cfg)
+    if cfg.decoder.ffn not in ("dense", "moe"):
+        raise ConfigError(f"model.decoder.ffn={cfg.decoder.ffn!r}: use dense or moe")
     moe = cfg.moe
-    if cfg.ffn == "moe" and not 1 <= moe.top_k <= moe.num_experts:
+    if "moe" in (cfg.ffn, cfg.decoder.ffn) and not 1 <= moe.top_k <= moe.num_experts:
         raise ConfigError(
             f"model.moe.top_k={moe.top_k} must be in 1..model.moe.num_experts={moe.num_experts}"
         )
@@ -556,14 +569,15 @@ def parameter_summary(model: AsrModel) -> list[ParamRow]:
         r[1] += active
 
     moe_params: set[int] = set()
-    for module in model.modules():
+    for name, module in model.named_modules():
         if isinstance(module, MoEFeedForward):
+            part = "decoder" if name.startswith("decoder.") else "encoder"
             router = sum(p.numel() for p in module.router.parameters())
             experts = sum(p.numel() for p in module.experts.parameters())
             shared = sum(p.numel() for p in module.shared.parameters())
-            add("encoder.moe.router", router, router)
-            add("encoder.moe.experts", experts, experts * module.top_k // module.num_experts)
-            add("encoder.moe.shared", shared, shared)
+            add(f"{part}.moe.router", router, router)
+            add(f"{part}.moe.experts", experts, experts * module.top_k // module.num_experts)
+            add(f"{part}.moe.shared", shared, shared)
             moe_params.update(id(p) for p in module.parameters())
     for name, p in model.named_parameters():
         if id(p) in moe_params:
