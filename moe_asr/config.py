@@ -96,13 +96,16 @@ class DecoderConfig:
 class StreamingConfig:
     """Dynamic-chunk training (U2): per batch, full context with ``full_context_prob``,
     else a chunk of ``min_chunk..max_chunk`` encoder frames (uniform) seeing ``left_chunks``
-    chunks of history (-1 = all). ``enabled`` also makes the depthwise convolution causal."""
+    chunks of history (-1 = all; ``dynamic_left_chunks``: drawn per batch from 0 up to all,
+    as WeNet's dynamic left chunks, for decoding with limited history).
+    ``enabled`` also makes the depthwise convolution causal."""
 
     enabled: bool = False
     min_chunk: int = 1
     max_chunk: int = 25
     full_context_prob: float = 0.5
     left_chunks: int = -1
+    dynamic_left_chunks: bool = False
 
 
 @dataclass(kw_only=True)

@@ -227,10 +227,8 @@ class AsrModel(nn.Module):
         if chunk_frames:
             self._check_chunk(chunk_frames, left_chunks)
         elif self.training and self.cfg.streaming.enabled:
-            chunk_frames, left_chunks = (
-                draw_chunk(self.cfg.streaming),
-                self.cfg.streaming.left_chunks,
-            )
+            frames = int(self.encoder.frontend.output_lengths(feat_lens.max().cpu()))
+            chunk_frames, left_chunks = draw_chunk(self.cfg.streaming, frames)
         need = self.encoder.frontend.min_input_frames
         short = (feat_lens < need).nonzero().flatten().tolist()
         if short:

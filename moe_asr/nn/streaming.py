@@ -52,15 +52,20 @@ def chunk_bias(mask: Tensor, chunk: int, left_chunks: int) -> Tensor:
     return bias.masked_fill(~allowed, float("-inf"))[:, None]
 
 
-def draw_chunk(cfg: StreamingConfig) -> int:
-    """Chunk size for one training batch from the global torch RNG (0 = full context).
+def draw_chunk(cfg: StreamingConfig, num_frames: int) -> tuple[int, int]:
+    """(chunk size, left chunks) for one training batch of ``num_frames`` encoder frames,
+    from the global torch RNG; chunk 0 = full context.
 
     The draw uses the CPU generator, which the trainer checkpoints, so a resumed run draws
     the same sizes as an unbroken one.
     """
     if float(torch.rand(())) < cfg.full_context_prob:
-        return 0
-    return int(torch.randint(cfg.min_chunk, cfg.max_chunk + 1, ()))
+        return 0, -1
+    chunk = int(torch.randint(cfg.min_chunk, cfg.max_chunk + 1, ()))
+    left = cfg.left_chunks
+    if cfg.dynamic_left_chunks:
+        left = int(torch.randint(0, max(0, num_frames - 1) // chunk + 1, ()))
+    return chunk, left
 
 
 def history_frames(chunk: int, left_chunks: int) -> int:

@@ -181,12 +181,17 @@ def test_chunk_draw_is_deterministic_from_the_rng_and_covers_the_range():
         {"model": {"streaming": {"enabled": True, "min_chunk": 2, "max_chunk": 5}}}
     ).model.streaming
     torch.manual_seed(3)
-    first = [draw_chunk(cfg) for _ in range(200)]
+    first = [draw_chunk(cfg, 30) for _ in range(200)]
     torch.manual_seed(3)
-    again = [draw_chunk(cfg) for _ in range(200)]
+    again = [draw_chunk(cfg, 30) for _ in range(200)]
     assert first == again
-    assert set(first) == {0, 2, 3, 4, 5}
-    assert 60 < first.count(0) < 140  # full_context_prob 0.5
+    assert {c for c, _ in first} == {0, 2, 3, 4, 5}
+    assert {left for _, left in first} == {-1}
+    assert 60 < [c for c, _ in first].count(0) < 140  # full_context_prob 0.5
+    cfg.dynamic_left_chunks = True
+    draws = [draw_chunk(cfg, 30) for _ in range(1000)]
+    lefts = {c: {left for c2, left in draws if c2 == c} for c in (2, 5)}
+    assert lefts[2] == set(range(15)) and lefts[5] == set(range(6))  # 0 .. (30 - 1) // c
 
 
 def test_training_step_of_a_streaming_model_uses_a_drawn_chunk(monkeypatch):
@@ -194,9 +199,9 @@ def test_training_step_of_a_streaming_model_uses_a_drawn_chunk(monkeypatch):
 
     drawn = []
 
-    def fake_draw(cfg):
-        drawn.append(cfg.left_chunks)
-        return 3
+    def fake_draw(cfg, num_frames):
+        drawn.append(num_frames)
+        return 3, -1
 
     monkeypatch.setattr(model_mod, "draw_chunk", fake_draw)
     feats, lens = torch.randn(2, 80, F_IN), torch.tensor([80, 70])
@@ -207,7 +212,7 @@ def test_training_step_of_a_streaming_model_uses_a_drawn_chunk(monkeypatch):
             want = model.encode(feats, lens, chunk_frames=3 if streaming else 0).out
             got = model.train()(feats, lens, tokens, token_lens).encoder.out
         torch.testing.assert_close(got, want)
-    assert drawn == [-1]  # once, for the streaming model only
+    assert drawn == [19]  # once, for the streaming model only: ((80 - 1) // 2 - 1) // 2
 
 
 def test_non_streaming_model_refuses_chunked_decoding_and_streaming_config_is_checked():
