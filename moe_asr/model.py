@@ -40,7 +40,12 @@ from moe_asr.nn.moe import (
     load_balance_loss,
     router_z_loss,
 )
-from moe_asr.nn.streaming import EncoderCache, draw_chunk, history_frames
+from moe_asr.nn.streaming import (
+    EncoderCache,
+    check_streaming_config,
+    draw_chunk,
+    history_frames,
+)
 
 __all__ = [
     "RoutingOptions",
@@ -478,7 +483,7 @@ def _check_config(cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | N
         raise ConfigError(f"model.ffn={cfg.ffn!r}: use dense or moe")
     if not 0.0 <= cfg.ctc_weight <= 1.0:
         raise ConfigError(f"model.ctc_weight={cfg.ctc_weight} must be in [0, 1]")
-    _check_streaming(cfg)
+    check_streaming_config(cfg)
     if cfg.decoder.ffn not in ("dense", "moe"):
         raise ConfigError(f"model.decoder.ffn={cfg.decoder.ffn!r}: use dense or moe")
     moe = cfg.moe
@@ -516,27 +521,6 @@ def _check_config(cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | N
                         f"hard groups give {smallest} expert(s) per {n} value, fewer than "
                         f"top_k={moe.top_k}; raise num_experts or lower top_k"
                     )
-
-
-def _check_streaming(cfg: ModelConfig) -> None:
-    st = cfg.streaming
-    if not st.enabled:
-        return
-    if not 1 <= st.min_chunk <= st.max_chunk:
-        raise ConfigError(
-            f"model.streaming: need 1 <= min_chunk ({st.min_chunk}) <= max_chunk ({st.max_chunk})"
-        )
-    if not 0.0 <= st.full_context_prob <= 1.0:
-        raise ConfigError(
-            f"model.streaming.full_context_prob={st.full_context_prob} must be in [0, 1]"
-        )
-    if st.left_chunks < -1:
-        raise ConfigError(f"model.streaming.left_chunks={st.left_chunks}: use -1 (all) or >= 0")
-    if cfg.ffn == "moe" and cfg.moe.guidance.labels and cfg.moe.guidance.utterance_estimate:
-        raise ConfigError(
-            "model.moe.guidance.utterance_estimate pools the whole utterance and cannot "
-            "stream; turn it off or set model.streaming.enabled=false"
-        )
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | None) -> AsrModel:

@@ -212,7 +212,7 @@ class StreamingRecognizer:
             self._pending = self._pending[:0]
         nbest = self._search.end()
         duration = self._samples / self._fcfg.sample_rate
-        if not self._outs or not nbest[0].tokens and nbest[0].score == float("-inf"):
+        if not self._outs or nbest[0].score == float("-inf"):  # no frame or no hypothesis
             self._search.begin()
             return StreamResult("", [], float("-inf"), duration=duration)
         memory = torch.cat(self._outs, 1)[0]  # (T', D)

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from moe_asr.config import StreamingConfig
+from moe_asr.config import ConfigError, ModelConfig, StreamingConfig
 
 __all__ = [
     "chunk_mask",
     "chunk_bias",
     "draw_chunk",
     "history_frames",
+    "check_streaming_config",
     "LayerCache",
     "EncoderCache",
 ]
@@ -66,6 +67,28 @@ def draw_chunk(cfg: StreamingConfig, num_frames: int) -> tuple[int, int]:
     if cfg.dynamic_left_chunks:
         left = int(torch.randint(0, max(0, num_frames - 1) // chunk + 1, ()))
     return chunk, left
+
+
+def check_streaming_config(cfg: ModelConfig) -> None:
+    """Raise ConfigError for an invalid ``model.streaming`` (part of the model's checks)."""
+    st = cfg.streaming
+    if not st.enabled:
+        return
+    if not 1 <= st.min_chunk <= st.max_chunk:
+        raise ConfigError(
+            f"model.streaming: need 1 <= min_chunk ({st.min_chunk}) <= max_chunk ({st.max_chunk})"
+        )
+    if not 0.0 <= st.full_context_prob <= 1.0:
+        raise ConfigError(
+            f"model.streaming.full_context_prob={st.full_context_prob} must be in [0, 1]"
+        )
+    if st.left_chunks < -1:
+        raise ConfigError(f"model.streaming.left_chunks={st.left_chunks}: use -1 (all) or >= 0")
+    if cfg.ffn == "moe" and cfg.moe.guidance.labels and cfg.moe.guidance.utterance_estimate:
+        raise ConfigError(
+            "model.moe.guidance.utterance_estimate pools the whole utterance and cannot "
+            "stream; turn it off or set model.streaming.enabled=false"
+        )
 
 
 def history_frames(chunk: int, left_chunks: int) -> int:
