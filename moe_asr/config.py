@@ -27,6 +27,7 @@ __all__ = [
     "MoEConfig",
     "GuidanceConfig",
     "DecoderConfig",
+    "StreamingConfig",
     "ModelConfig",
     "FeatureConfig",
     "AugmentConfig",
@@ -96,6 +97,24 @@ class DecoderConfig:
     num_heads: int = 4
     d_ff: int = 576
     dropout: float = 0.1
+    # dense | moe: experts of width d_ff, routing and its losses as in model.moe (no guidance)
+    ffn: str = "dense"
+
+
+@dataclass(kw_only=True)
+class StreamingConfig:
+    """Dynamic-chunk training (U2): per batch, full context with ``full_context_prob``,
+    else a chunk of ``min_chunk..max_chunk`` encoder frames (uniform) seeing ``left_chunks``
+    chunks of history (-1 = all; ``dynamic_left_chunks``: drawn per batch from 0 up to all,
+    as WeNet's dynamic left chunks, for decoding with limited history).
+    ``enabled`` also makes the depthwise convolution causal."""
+
+    enabled: bool = False
+    min_chunk: int = 1
+    max_chunk: int = 25
+    full_context_prob: float = 0.5
+    left_chunks: int = -1
+    dynamic_left_chunks: bool = False
 
 
 @dataclass(kw_only=True)
@@ -116,6 +135,7 @@ class ModelConfig:
     ffn: str = "moe"  # dense | moe
     moe: MoEConfig = field(default_factory=MoEConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
     ctc_weight: float = 0.3
     lsm_weight: float = 0.1
 
@@ -196,6 +216,9 @@ class DecodeConfig:
     batch_size: int = 16
     nbest: int = 5  # hypotheses written to nbest.txt; attention_rescoring rescores `beam` of them
     window_seconds: float = 30.0  # transcribe: longer files are cut into windows and stitched
+    # chunk mask of streaming models (offline simulation of streaming); 0 = full context
+    chunk_frames: int = 0  # encoder frames per chunk
+    left_chunks: int = -1  # chunks of history each frame sees; -1 = all
 
 
 @dataclass(kw_only=True)

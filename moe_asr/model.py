@@ -9,6 +9,11 @@ coefficients (zero when unused). ``ctc`` is summed over the batch and divided by
 number of target tokens; ``att`` is the label-smoothed cross-entropy per token.
 
 Label guidance of the routers (accent / noise labels): see ``moe_asr.nn.guidance``.
+
+Streaming (``model.streaming``, ``moe_asr.nn.streaming``): in training each batch draws a
+chunk size (or full context); ``encode(..., chunk_frames=c, left_chunks=k)`` applies the
+chunk mask at inference, and ``init_stream``/``encode_chunk`` encode chunk by chunk with
+caches, which equals ``encode`` under the same chunk mask.
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ from moe_asr.nn.moe import (
     importance_cv2,
     load_balance_loss,
     router_z_loss,
+)
+from moe_asr.nn.streaming import (
+    EncoderCache,
+    check_streaming_config,
+    draw_chunk,
+    history_frames,
 )
 
 __all__ = [
@@ -127,20 +138,23 @@ class AsrModel(nn.Module):
         # the encoder builds ff1 then ff2 of each layer, layers in order: the order of the list
         sizes = iter(moe.ffn_experts)
 
-        def make_ffn(i: int) -> nn.Module:
-            if i not in moe_set:
-                return FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
+        def make_moe(d_ff: int, dropout: float, num_experts: int) -> MoEFeedForward:
             return MoEFeedForward(
                 cfg.d_model,
-                moe.expert_d_ff or cfg.d_ff,
-                next(sizes, moe.num_experts),
+                d_ff,
+                num_experts,
                 moe.top_k,
-                dropout=cfg.dropout,
+                dropout=dropout,
                 capacity_factor=moe.capacity_factor,
                 noisy_gate_std=moe.noisy_gate_std,
                 num_shared_experts=moe.num_shared_experts,
                 probe_diversity=moe.output_diversity_weight > 0,
             )
+
+        def make_ffn(i: int) -> nn.Module:
+            if i not in moe_set:
+                return FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
+            return make_moe(moe.expert_d_ff or cfg.d_ff, cfg.dropout, next(sizes, moe.num_experts))
 
         self.register_buffer("cmvn_mean", torch.zeros(cfg.input_dim))
         self.register_buffer("cmvn_std", torch.ones(cfg.input_dim))
@@ -156,6 +170,7 @@ class AsrModel(nn.Module):
             max_rel_pos=cfg.max_rel_pos,
             make_ffn=make_ffn,
             attention_dropout=cfg.attention_dropout,
+            causal_conv=cfg.streaming.enabled,
         )
         if moe.ffn_experts:
             built = [m.num_experts for m in self.encoder.modules() if isinstance(m, MoEFeedForward)]
@@ -170,6 +185,9 @@ class AsrModel(nn.Module):
             dec.d_ff,
             dec.dropout,
             cfg.attention_dropout,
+            make_ffn=(lambda: make_moe(dec.d_ff, dec.dropout, moe.num_experts))
+            if dec.ffn == "moe"
+            else None,
         )
         self.guide_names = list(guide.labels) if self.moe_layers else []
         self.guidance = None
@@ -180,6 +198,11 @@ class AsrModel(nn.Module):
             )
 
     # ------------------------------------------------------------------ inference API
+    @property
+    def streaming(self) -> bool:
+        """Trained for streaming (causal convolution, chunk masks): can decode chunk by chunk."""
+        return self.cfg.streaming.enabled
+
     def set_cmvn(self, mean: Tensor, std: Tensor) -> None:
         """Global CMVN applied at the start of ``encode``: mean (F,), std (F,) > 0."""
         if mean.shape != self.cmvn_mean.shape or std.shape != self.cmvn_std.shape:
@@ -198,16 +221,26 @@ class AsrModel(nn.Module):
         feat_lens: Tensor,
         routing: RoutingOptions | None = None,
         labels: dict[str, Tensor] | None = None,
+        *,
+        chunk_frames: int = 0,
+        left_chunks: int = -1,
     ) -> EncoderOutput:
         """feats: (B, T, F) raw fbank, feat_lens: (B,) -> EncoderOutput.
 
         ``routing=None`` means: training with labels -> oracle labels (with label dropout),
-        otherwise label-free. ``labels`` are needed for ``mode="oracle"``.
+        otherwise label-free. ``labels`` are needed for ``mode="oracle"``. ``chunk_frames``
+        > 0: the streaming chunk mask (encoder frames per chunk, ``left_chunks`` of history,
+        -1 = all); 0 in training a streaming model: a chunk size drawn per batch.
         """
         if routing is None:
             mode = "oracle" if self.training and labels else "free"
             routing = RoutingOptions(mode=mode)
         self._check_routing(routing, labels)
+        if chunk_frames:
+            self._check_chunk(chunk_frames, left_chunks)
+        elif self.training and self.cfg.streaming.enabled:
+            frames = int(self.encoder.frontend.output_lengths(feat_lens.max().cpu()))
+            chunk_frames, left_chunks = draw_chunk(self.cfg.streaming, frames)
         need = self.encoder.frontend.min_input_frames
         short = (feat_lens < need).nonzero().flatten().tolist()
         if short:
@@ -220,8 +253,56 @@ class AsrModel(nn.Module):
         x = x.masked_fill(~mask[..., None], 0.0)
         label_logits: dict[str, Tensor] = {}
         route_fn = self._route_fn(routing, labels, feats.shape[0], label_logits)
-        out, lens, stats = self.encoder(x, feat_lens, route_fn)
+        out, lens, stats = self.encoder(
+            x, feat_lens, route_fn, chunk=chunk_frames, left_chunks=left_chunks
+        )
         return EncoderOutput(out=out, lens=lens, router_stats=stats, label_logits=label_logits)
+
+    def init_stream(self, batch: int = 1) -> EncoderCache:
+        """Empty encoder cache for ``encode_chunk`` (streaming models only)."""
+        self._check_chunk(1, -1)
+        return self.encoder.init_cache(batch)
+
+    def encode_chunk(
+        self,
+        feats: Tensor,
+        cache: EncoderCache,
+        *,
+        chunk_frames: int,
+        left_chunks: int = -1,
+        routing: RoutingOptions | None = None,
+        labels: dict[str, Tensor] | None = None,
+    ) -> tuple[EncoderOutput, EncoderCache]:
+        """New raw fbank frames (B, t, F) of B equally long streams -> this chunk's encoder
+        output and the new cache. The caller feeds ``subsampling * chunk_frames`` frames per
+        chunk (``encoder.frontend.context_frames`` more for the first; a shorter last chunk);
+        routing is decided per chunk. Equals ``encode(..., chunk_frames, left_chunks)``
+        (for dropless MoE; with ``capacity_factor`` > 0 the expert capacity is per chunk)."""
+        routing = routing or RoutingOptions()
+        self._check_routing(routing, labels)
+        self._check_chunk(chunk_frames, left_chunks)
+        x = (feats - self.cmvn_mean) / self.cmvn_std
+        label_logits: dict[str, Tensor] = {}
+        route_fn = self._route_fn(routing, labels, feats.shape[0], label_logits)
+        out, cache, stats = self.encoder.forward_chunk(
+            x, cache, route_fn, history=history_frames(chunk_frames, left_chunks)
+        )
+        lens = torch.full((feats.shape[0],), out.shape[1], dtype=torch.long, device=out.device)
+        enc = EncoderOutput(out=out, lens=lens, router_stats=stats, label_logits=label_logits)
+        return enc, cache
+
+    def _check_chunk(self, chunk_frames: int, left_chunks: int) -> None:
+        if not self.cfg.streaming.enabled:
+            raise UserError(
+                "chunked (streaming) decoding needs a model trained with "
+                "model.streaming.enabled=true (causal convolution, dynamic chunks); "
+                "decode this model with full context (--chunk-frames 0)"
+            )
+        if chunk_frames < 1 or left_chunks < -1:
+            raise UserError(
+                f"chunk_frames={chunk_frames} must be >= 1 and left_chunks={left_chunks} "
+                ">= -1 (-1 = all history)"
+            )
 
     def ctc_log_probs(self, enc_out: Tensor | EncoderOutput) -> Tensor:
         """(B, T', D) encoder states (or an EncoderOutput) -> (B, T', V) float32 log-probs."""
@@ -244,8 +325,9 @@ class AsrModel(nn.Module):
         zero = enc.out.new_zeros((), dtype=torch.float32)
         w = self.cfg.ctc_weight
         ctc = self._ctc_loss(enc, tokens, token_lens) if w > 0 else zero
-        att = self._att_loss(enc, tokens, token_lens) if w < 1 else zero
-        balance, z, diversity = self._moe_losses(enc.router_stats, zero)
+        dec_stats: list[RouterStats] = []  # decoder MoE (model.decoder.ffn = moe)
+        att = self._att_loss(enc, tokens, token_lens, dec_stats) if w < 1 else zero
+        balance, z, diversity = self._moe_losses(enc.router_stats + dec_stats, zero)
         label_loss = self._label_loss(enc, labels, zero)
         loss = w * ctc + (1 - w) * att + balance + z + diversity + label_loss
         return ModelOutput(
@@ -274,14 +356,20 @@ class AsrModel(nn.Module):
         )
         return loss / token_lens.sum().clamp_min(1)
 
-    def _att_loss(self, enc: EncoderOutput, tokens: Tensor, token_lens: Tensor) -> Tensor:
+    def _att_loss(
+        self,
+        enc: EncoderOutput,
+        tokens: Tensor,
+        token_lens: Tensor,
+        stats: list[RouterStats] | None = None,
+    ) -> Tensor:
         b, length = tokens.shape
         pad = torch.arange(length, device=tokens.device)[None] >= token_lens[:, None]
         sos = tokens.new_full((b, 1), self.sos)
         ys_in = torch.cat([sos, tokens.masked_fill(pad, self.eos)], 1)  # (B, L+1)
         ys_out = torch.cat([tokens.masked_fill(pad, -1), tokens.new_full((b, 1), -1)], 1)
         ys_out[torch.arange(b, device=tokens.device), token_lens] = self.eos
-        logits = self.decoder(enc.out, enc.lens, ys_in)  # (B, L+1, V)
+        logits = self.decoder(enc.out, enc.lens, ys_in, token_lens + 1, stats)  # (B, L+1, V)
         return F.cross_entropy(
             logits.float().reshape(-1, self.vocab_size),
             ys_out.reshape(-1),
@@ -407,8 +495,11 @@ def _check_config(cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | N
         raise ConfigError(f"model.ffn={cfg.ffn!r}: use dense or moe")
     if not 0.0 <= cfg.ctc_weight <= 1.0:
         raise ConfigError(f"model.ctc_weight={cfg.ctc_weight} must be in [0, 1]")
+    check_streaming_config(cfg)
+    if cfg.decoder.ffn not in ("dense", "moe"):
+        raise ConfigError(f"model.decoder.ffn={cfg.decoder.ffn!r}: use dense or moe")
     moe = cfg.moe
-    if cfg.ffn == "moe" and not 1 <= moe.top_k <= moe.num_experts:
+    if "moe" in (cfg.ffn, cfg.decoder.ffn) and not 1 <= moe.top_k <= moe.num_experts:
         raise ConfigError(
             f"model.moe.top_k={moe.top_k} must be in 1..model.moe.num_experts={moe.num_experts}"
         )
@@ -488,14 +579,15 @@ def parameter_summary(model: AsrModel) -> list[ParamRow]:
         r[1] += active
 
     moe_params: set[int] = set()
-    for module in model.modules():
+    for name, module in model.named_modules():
         if isinstance(module, MoEFeedForward):
+            part = "decoder" if name.startswith("decoder.") else "encoder"
             router = sum(p.numel() for p in module.router.parameters())
             experts = sum(p.numel() for p in module.experts.parameters())
             shared = sum(p.numel() for p in module.shared.parameters())
-            add("encoder.moe.router", router, router)
-            add("encoder.moe.experts", experts, experts * module.top_k // module.num_experts)
-            add("encoder.moe.shared", shared, shared)
+            add(f"{part}.moe.router", router, router)
+            add(f"{part}.moe.experts", experts, experts * module.top_k // module.num_experts)
+            add(f"{part}.moe.shared", shared, shared)
             moe_params.update(id(p) for p in module.parameters())
     for name, p in model.named_parameters():
         if id(p) in moe_params:

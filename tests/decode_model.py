@@ -80,16 +80,24 @@ _CONFIG = {
 
 
 def train_tiny_package(
-    out: Path, *, steps: int = 250, seed: int = 0, guidance: dict | None = None
+    out: Path,
+    *,
+    steps: int = 250,
+    seed: int = 0,
+    guidance: dict | None = None,
+    streaming: dict | None = None,
 ) -> Path:
     """Train on TEXTS until memorised; write ``out/model.pt``; return its path.
 
-    ``guidance`` replaces the label-guidance config (default: accent head, estimate_layer 0).
+    ``guidance`` replaces the label-guidance config (default: accent head, estimate_layer 0);
+    ``streaming``: the ``model.streaming`` config (dynamic-chunk training).
     """
     torch.manual_seed(seed)
     conf = copy.deepcopy(_CONFIG)
     if guidance is not None:
         conf["model"]["moe"]["guidance"] = guidance
+    if streaming is not None:
+        conf["model"]["streaming"] = streaming
     cfg = config_from_dict(conf)
     tok = train_tokenizer(TEXTS, TokenizerConfig(type="char"))
     vocab = LabelVocab.from_tables({"accent": dict(enumerate(ACCENTS))}, ["accent"])

@@ -348,3 +348,62 @@ def test_ffn_experts_sets_the_experts_of_each_moe_feedforward():
     guided = GuidanceConfig(labels=["accent"], hard_groups=True)
     with pytest.raises(ConfigError, match="ffn_experts cannot be combined"):
         build_model(_cfg(ffn_experts=[3, 2, 2, 3], guidance=guided), V, VOCAB)
+
+
+def _dec_moe_cfg(**moe_kw) -> ModelConfig:
+    cfg = _cfg(ffn="dense", **moe_kw)
+    cfg.decoder = DecoderConfig(num_layers=2, num_heads=2, d_ff=32, dropout=0.0, ffn="moe")
+    return cfg
+
+
+def test_decoder_moe_with_one_expert_equals_dense_decoder():
+    torch.manual_seed(4)
+    dense_cfg = _cfg(ffn="dense")
+    dense_cfg.decoder = DecoderConfig(num_layers=2, num_heads=2, d_ff=32, dropout=0.0)
+    dense = build_model(dense_cfg, V, None).eval()
+    moe = build_model(_dec_moe_cfg(num_experts=1, top_k=1), V, None).eval()
+    state = {
+        k.replace("decoder.layers.0.ffn.", "decoder.layers.0.ffn.experts.0.").replace(
+            "decoder.layers.1.ffn.", "decoder.layers.1.ffn.experts.0."
+        ): v
+        for k, v in dense.state_dict().items()
+    }
+    missing, unexpected = moe.load_state_dict(state, strict=False)
+    assert missing and all(k.endswith("router.weight") for k in missing) and not unexpected
+    batch = _batch([30, 20], [3, 2])
+    with torch.no_grad():
+        a, b = dense(*batch), moe(*batch)
+    torch.testing.assert_close(a.att, b.att, atol=1e-6, rtol=0)
+
+
+def test_decoder_moe_adds_routing_losses_and_counts_active_experts():
+    torch.manual_seed(5)
+    model = build_model(_dec_moe_cfg(num_experts=4, top_k=1), V, None).train()
+    assert not model.moe_layers  # the encoder stays dense
+    feats, lens, tokens, tl = _batch([40, 30], [4, 2])
+    out = model(feats, lens, tokens, tl)
+    assert out.moe_balance.item() > 0 and out.z_loss.item() > 0
+    assert out.router_stats == []  # router stats of the output are the encoder's
+    out.loss.backward()
+    router = model.decoder.layers[0].ffn.router.weight
+    assert router.grad is not None and router.grad.abs().sum() > 0
+    # padded token positions are not routed: batched == alone
+    model.eval()
+    with torch.no_grad():
+        enc = model.encode(feats, lens)
+        stats: list = []
+        ys = torch.cat([torch.full((2, 1), V - 1), tokens.clamp_min(0)], 1)
+        both = model.decoder(enc.out, enc.lens, ys, tl + 1, stats)
+        one = model.decoder(enc.out[1:], enc.lens[1:], ys[1:, : int(tl[1]) + 1])
+    assert len(stats) == 2 and [s.layer for s in stats] == [0, 1]
+    assert int(stats[0].mask.sum()) == int((tl + 1).sum())
+    torch.testing.assert_close(both[1, : int(tl[1]) + 1], one[0], atol=1e-5, rtol=1e-5)
+    rows = {r.component: r for r in parameter_summary(model)}
+    expert = sum(p.numel() for p in model.decoder.layers[0].ffn.experts[0].parameters())
+    assert rows["decoder.moe.experts"].total == 2 * 4 * expert
+    assert rows["decoder.moe.experts"].active == 2 * expert
+    assert "encoder.moe.experts" not in rows
+    cfg = _dec_moe_cfg()
+    cfg.decoder.ffn = "sparse"
+    with pytest.raises(ConfigError, match="model.decoder.ffn"):
+        build_model(cfg, V, None)

@@ -30,6 +30,24 @@ def _decode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--accent", default=None, help="force label-guided routing with this accent")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
+    _streaming_arguments(p)
+
+
+def _streaming_arguments(p: argparse.ArgumentParser) -> None:
+    """Chunk options of streaming models (model.streaming.enabled)."""
+    p.add_argument(
+        "--chunk-frames",
+        type=int,
+        default=None,
+        help="streaming models: encoder frames per chunk (decode: the chunk mask, the offline "
+        "simulation of streaming; transcribe --streaming: default 16); 0 = full context",
+    )
+    p.add_argument(
+        "--left-chunks",
+        type=int,
+        default=None,
+        help="chunks of history each frame sees with --chunk-frames (default -1: all)",
+    )
 
 
 def _decode_setup(args: argparse.Namespace):
@@ -55,6 +73,8 @@ def _decode_setup(args: argparse.Namespace):
         "lm_weight": args.lm_weight,
         "word_score": args.word_score,
         "batch_size": args.batch_size,
+        "chunk_frames": args.chunk_frames,
+        "left_chunks": args.left_chunks,
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
     from moe_asr.decode.search import accent_routing
@@ -122,8 +142,48 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="JSON lines with details per file")
     p.add_argument("--no-timestamps", action="store_true", help="skip word alignment")
     p.add_argument("--window-seconds", type=float, default=None)
+    p.add_argument(
+        "--streaming",
+        action="store_true",
+        help="streaming models: decode chunk by chunk with caches; with --json a line "
+        '{"partial": TEXT, "time": SECONDS} per chunk, then the final result',
+    )
     _decode_arguments(p)
     p.set_defaults(func=_run_transcribe)
+
+
+def _run_streaming(args: argparse.Namespace, paths: list[str], package, cfg, routing) -> int:
+    import json
+
+    from moe_asr.decode.streaming import PartialResult, StreamingRecognizer, stream_file
+    from moe_asr.errors import UserError
+
+    recognizer = StreamingRecognizer(
+        package, cfg, routing=routing, timestamps=args.json and not args.no_timestamps
+    )
+    failed = 0
+    for path in paths:
+        try:
+            for item in stream_file(path, recognizer):
+                if isinstance(item, PartialResult):
+                    if args.json:
+                        print(json.dumps(item.to_dict(), ensure_ascii=False), flush=True)
+                elif args.json:
+                    final = item.to_dict()
+                    final["final_latency"] = final.pop("decode_seconds")
+                    print(json.dumps(final, ensure_ascii=False), flush=True)
+                else:
+                    print(f"{item.path}\t{item.text}", flush=True)
+        except UserError as e:
+            failed += 1
+            msg = str(e) if path in str(e) else f"{path}: {e}"
+            print(f"moe-asr transcribe: {msg}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"path": path, "error": msg}, ensure_ascii=False), flush=True)
+    if failed:
+        print(f"{failed} of {len(paths)} file(s) failed", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _run_transcribe(args: argparse.Namespace) -> int:
@@ -133,7 +193,9 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     from moe_asr.decode.transcribe import Transcriber, collect_inputs
 
     paths = collect_inputs(args.inputs, args.list)
-    package, cfg, _ = _decode_setup(args)
+    package, cfg, routing = _decode_setup(args)
+    if args.streaming:
+        return _run_streaming(args, paths, package, cfg, routing)
     if args.window_seconds is not None:
         cfg = dataclasses.replace(cfg, window_seconds=args.window_seconds)
     transcriber = Transcriber(

@@ -8,6 +8,10 @@ signal of ``N`` samples gives ``1 + (N - 400) // 160`` frames at 16 kHz).
 Global CMVN is a per-dimension mean and standard deviation over every frame of a
 data dir, accumulated in float64. The model applies it itself
 (``AsrModel.set_cmvn(mean, std)``); the dataset yields raw fbank.
+
+``StreamingFbank`` computes the same frames from a signal fed in pieces of any size:
+each frame depends only on its own window of samples (per-frame DC removal and
+pre-emphasis, no dither), so a frame is computed once its window is complete.
 """
 
 from __future__ import annotations
@@ -27,7 +31,15 @@ from moe_asr.config import FeatureConfig
 from moe_asr.errors import UserError
 from moe_asr.files import atomic_write_text
 
-__all__ = ["FeatureError", "CmvnError", "Cmvn", "compute_fbank", "num_frames", "compute_cmvn"]
+__all__ = [
+    "FeatureError",
+    "CmvnError",
+    "Cmvn",
+    "compute_fbank",
+    "num_frames",
+    "compute_cmvn",
+    "StreamingFbank",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +101,35 @@ def compute_fbank(wav: np.ndarray | Tensor, cfg: FeatureConfig) -> Tensor:
         sample_frequency=float(cfg.sample_rate),
     )
     return feats.to(torch.float32)  # (T, F)
+
+
+class StreamingFbank:
+    """Fbank of a signal fed in pieces: ``accept(samples) -> (t, F)`` new frames.
+
+    The frames of all pieces together equal ``compute_fbank`` of the whole signal (the
+    unconsumed tail of samples is kept between calls). Needs ``cfg.dither == 0``.
+    """
+
+    def __init__(self, cfg: FeatureConfig) -> None:
+        if cfg.dither != 0:
+            raise FeatureError("streaming features need data.features.dither=0 (no random dither)")
+        self.cfg = cfg
+        self._window, self._shift = _window(cfg)
+        self._buf = np.zeros(0, dtype=np.float32)
+        self.num_frames = 0  # frames returned so far
+
+    def accept(self, samples: np.ndarray | Tensor) -> Tensor:
+        """(N,) float samples in [-1, 1] -> (t, num_mel_bins) frames completed by them."""
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self._buf = np.concatenate([self._buf, x]) if self._buf.size else x
+        n = num_frames(len(self._buf), self.cfg)
+        if n == 0:
+            return torch.zeros(0, self.cfg.num_mel_bins)
+        used = (n - 1) * self._shift + self._window
+        feats = compute_fbank(self._buf[:used], self.cfg)
+        self._buf = self._buf[n * self._shift :].copy()
+        self.num_frames += n
+        return feats
 
 
 @dataclass

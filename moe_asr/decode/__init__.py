@@ -3,7 +3,8 @@ attention rescoring; batch decoding of data dirs; transcription of files; word t
 
 Main entry points: ``Recognizer`` (features -> transcripts), ``decode_datadir``
 (data dir -> hyp.txt, nbest.txt, errors.txt, decode.json) and ``Transcriber``
-(audio files -> text, confidence, word timestamps, accent).
+(audio files -> text, confidence, word timestamps, accent); ``StreamingRecognizer``
+(audio pieces -> partial results per chunk -> final result, streaming models).
 """
 
 from moe_asr.decode.align import WordTiming, align_words
@@ -12,6 +13,7 @@ from moe_asr.decode.ctc import CtcBeamDecoder, DecodeError, Hypothesis, ctc_gree
 from moe_asr.decode.joint import CtcPrefixScorer, joint_beam_search
 from moe_asr.decode.rescore import attention_rescore
 from moe_asr.decode.search import MODES, Recognition, Recognizer
+from moe_asr.decode.streaming import PartialResult, StreamingRecognizer, StreamResult
 from moe_asr.decode.transcribe import FileResult, Transcriber, collect_inputs
 
 __all__ = [
@@ -32,4 +34,7 @@ __all__ = [
     "FileResult",
     "Transcriber",
     "collect_inputs",
+    "StreamingRecognizer",
+    "PartialResult",
+    "StreamResult",
 ]

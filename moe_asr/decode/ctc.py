@@ -20,6 +20,12 @@ are the decoder token names (``decoder_token_names``), so a char LM is
 trained on space-separated characters with ``|`` between words. KenLM scores are log10;
 ``lm_weight`` multiplies them. ``word_score`` is added at every word separator
 (flashlight's lexicon-free search has no other word boundary).
+
+Streaming: ``begin``, ``step(log_probs)`` per chunk, ``partial()`` (best hypothesis so
+far) and ``end()`` (the n-best) run the same search incrementally (flashlight's
+``decode_begin/decode_step/decode_end``); the final n-best equals the one-shot search.
+Their hypotheses carry ``lm_score`` (the LM and word-score part of ``score``), which
+attention rescoring can keep.
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ class Hypothesis:
     frames: list[int] = field(default_factory=list)
     ctc_score: float | None = None
     att_score: float | None = None
+    lm_score: float | None = None  # LM part of ``score``: lm_weight * LM log-prob + word scores
 
 
 def ctc_greedy(log_probs: Tensor, lens: Tensor, blank: int = 0) -> list[list[Hypothesis]]:
@@ -141,6 +148,10 @@ class CtcBeamDecoder:
             raise DecodeError(f"beam ({beam}) and nbest ({nbest}) must be at least 1")
         names, self._extra = decoder_token_names(pieces)
         self._vocab = len(pieces)
+        self._nbest = nbest
+        self._lm_weight = lm_weight if lm_path else 0.0
+        self._word_score = word_score
+        self._frames = -1  # frames fed to the incremental search; -1 = not begun
         self._blank = blank
         self._sil = names.index(WORD_SEP)
         lm = None
@@ -228,24 +239,91 @@ class CtcBeamDecoder:
         """log_probs: (B, T, V) with V = len(pieces), lens: (B,) -> n-best per utterance."""
         if log_probs.shape[-1] != self._vocab:
             raise ValueError(f"expected {self._vocab} classes, got {log_probs.shape[-1]}")
-        em = log_probs.detach().float().cpu().contiguous()
-        if self._extra:
-            em = torch.cat([em, em.new_full((*em.shape[:2], 1), _NEVER)], dim=-1)
+        em = self._emissions(log_probs)
         lens = lens.detach().cpu().to(torch.int32)
         results = self._decoder(em, lens)
         out: list[list[Hypothesis]] = []
         for b, nbest in enumerate(results):
             n = int(lens[b])
-            hyps = [self._convert(h, n) for h in nbest]
+            hyps = [
+                self._convert(h.tokens.tolist(), h.timesteps.tolist(), h.words, h.score, n)
+                for h in nbest
+            ]
             out.append(hyps or [Hypothesis([], float("-inf"), [])])
         return out
 
-    def _convert(self, hyp, n_frames: int) -> Hypothesis:
+    # ------------------------------------------------------------------ incremental search
+    def begin(self) -> None:
+        """Start an incremental search (one stream per decoder object)."""
+        self._decoder.decoder.decode_begin()
+        self._frames = 0
+
+    def step(self, log_probs: Tensor) -> None:
+        """Advance the incremental search by (T, V) log-probabilities of the next frames."""
+        if self._frames < 0:
+            raise RuntimeError("call begin() before step()")
+        if log_probs.shape[-1] != self._vocab:
+            raise ValueError(f"expected {self._vocab} classes, got {log_probs.shape[-1]}")
+        if log_probs.shape[0] == 0:
+            return
+        em = self._emissions(log_probs[None])[0]  # (T, V') contiguous; alive during the call
+        self._decoder.decoder.decode_step(em.data_ptr(), em.shape[0], em.shape[1])
+        self._frames += em.shape[0]
+
+    def partial(self) -> Hypothesis:
+        """Best hypothesis over the frames so far (without the LM's end of sentence);
+        with a word LM only its complete words."""
+        if self._frames <= 0:
+            return Hypothesis([], 0.0, [])
+        results = self._decoder.decoder.get_all_final_hypothesis()  # unsorted mid-stream
+        if not results:
+            return Hypothesis([], 0.0, [])
+        return self._from_result(max(results, key=lambda r: r.score))
+
+    def end(self) -> list[Hypothesis]:
+        """Finish the incremental search -> n-best list (as the one-shot search)."""
+        if self._frames < 0:
+            raise RuntimeError("call begin() before end()")
+        if self._frames == 0:
+            self._frames = -1
+            return [Hypothesis([], float("-inf"), [])]
+        self._decoder.decoder.decode_end()
+        results = self._decoder.decoder.get_all_final_hypothesis()[: self._nbest]
+        hyps = [self._from_result(r) for r in results]
+        self._frames = -1
+        return hyps or [Hypothesis([], float("-inf"), [])]
+
+    def _emissions(self, log_probs: Tensor) -> Tensor:
+        """(B, T, V) -> float32 CPU contiguous, with the never-emitted silence column."""
+        em = log_probs.detach().float().cpu().contiguous()
+        if self._extra:
+            em = torch.cat([em, em.new_full((*em.shape[:2], 1), _NEVER)], dim=-1)
+        return em
+
+    def _from_result(self, result) -> Hypothesis:
+        """A flashlight DecodeResult (one token per frame after a start sentinel) -> ours."""
+        per_frame = list(result.tokens)
+        tokens, steps = [], []
+        for i, tok in enumerate(per_frame):
+            if tok != self._blank and (i == 0 or tok != per_frame[i - 1]):
+                tokens.append(int(tok))
+                steps.append(i)
+        word_ids = [w for w in result.words if w >= 0]
+        words = [self._decoder.word_dict.get_entry(w) for w in word_ids]
+        hyp = self._convert(tokens, steps, words, float(result.score), self._frames)
+        hyp.lm_score = self._lm_weight * float(result.lmScore) + (
+            self._word_score * len(words) if self._lexicon else 0.0
+        )
+        return hyp
+
+    def _convert(
+        self, ids: list[int], steps: list[int], words: list[str], score: float, n_frames: int
+    ) -> Hypothesis:
         # flashlight's token sequence carries a sentinel silence before frame 0 and after
-        # the last frame; torchaudio's timesteps index that sequence, so frame = t - 1.
+        # the last frame; the steps index that sequence, so frame = t - 1.
         tokens: list[int] = []
         frames: list[int] = []
-        for tok, t in zip(hyp.tokens.tolist(), hyp.timesteps.tolist()):
+        for tok, t in zip(ids, steps):
             frame = int(t) - 1
             if not 0 <= frame < n_frames or tok == self._blank:
                 continue
@@ -254,7 +332,7 @@ class CtcBeamDecoder:
             tokens.append(int(tok))
             frames.append(frame)
         if self._lexicon:
-            return self._from_words(hyp.words, tokens, frames, float(hyp.score))
+            return self._from_words(words, tokens, frames, float(score))
         if not self._extra:  # a separator at either end carries no word boundary
             while tokens and tokens[0] == self._sil:
                 tokens.pop(0)
@@ -262,7 +340,7 @@ class CtcBeamDecoder:
             while tokens and tokens[-1] == self._sil:
                 tokens.pop()
                 frames.pop()
-        return Hypothesis(tokens, float(hyp.score), frames)
+        return Hypothesis(tokens, float(score), frames)
 
     def _from_words(
         self, words: list[str], emitted: list[int], frames: list[int], score: float

@@ -5,6 +5,9 @@ log-likelihood (forward algorithm, ``F.ctc_loss``) and by the attention decoder 
 teacher forcing (``<sos> y`` -> ``y <eos>``), both batched over the n-best:
 
     score = ctc_weight * log p_ctc(y | X) + (1 - ctc_weight) * log p_att(y | X)
+
+``keep_lm`` adds the first pass's LM part (``Hypothesis.lm_score``: LM weight times the
+n-gram log-probability plus word scores), so an LM still counts after rescoring.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ def attention_rescore(
     sos: int,
     eos: int,
     blank: int = 0,
+    keep_lm: bool = False,
 ) -> list[Hypothesis]:
     """Rescore one utterance's CTC n-best; returns the hypotheses best first.
 
@@ -84,8 +88,10 @@ def attention_rescore(
     ctc = ctc_sequence_scores(ctc_log_probs, seqs, blank)
     att = attention_scores(decoder, memory, seqs, sos=sos, eos=eos).cpu()
     total = ctc_weight * ctc + (1.0 - ctc_weight) * att
+    if keep_lm:
+        total = total + torch.tensor([h.lm_score or 0.0 for h in hyps], dtype=total.dtype)
     out = [
-        Hypothesis(h.tokens, float(s), h.frames, float(c), float(a))
+        Hypothesis(h.tokens, float(s), h.frames, float(c), float(a), h.lm_score)
         for h, s, c, a in zip(hyps, total, ctc, att)
     ]
     out.sort(key=lambda h: h.score, reverse=True)

@@ -8,7 +8,8 @@ One place that maps a decode mode to its search:
   one utterance at a time, vectorised over the beam;
 - ``attention_rescoring``: the CTC prefix beam's ``beam``-best rescored by the decoder.
 
-The encoder always runs on the whole batch.
+The encoder always runs on the whole batch; with ``chunk_frames`` > 0 under the
+streaming chunk mask (the offline simulation of streaming, ``moe_asr.decode.streaming``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ def check_options(cfg: DecodeConfig) -> None:
         )
     if not 0.0 <= cfg.ctc_weight <= 1.0:
         raise DecodeError(f"ctc_weight must be in [0, 1], got {cfg.ctc_weight}")
+    if cfg.chunk_frames < 0 or cfg.left_chunks < -1:
+        raise DecodeError(
+            f"chunk_frames ({cfg.chunk_frames}) must be >= 0 (0 = full context) and "
+            f"left_chunks ({cfg.left_chunks}) >= -1 (-1 = all history)"
+        )
 
 
 def accent_routing(package, accent: str | None):
@@ -102,6 +108,11 @@ class Recognizer:
         self, model, tokenizer, cfg: DecodeConfig, label_vocab=None, *, frame_shift_s: float = 0.01
     ) -> None:
         check_options(cfg)
+        if cfg.chunk_frames and not model.streaming:
+            raise DecodeError(
+                f"--chunk-frames {cfg.chunk_frames}: the model was not trained for streaming "
+                "(model.streaming.enabled); decode it with full context"
+            )
         self._frame_shift_s = frame_shift_s
         self.model = model
         self.tokenizer = tokenizer
@@ -143,7 +154,13 @@ class Recognizer:
         """feats: list of (T_i, F) raw fbank -> one Recognition per item, in order."""
         device = self.model.cmvn_mean.device
         x, lens = pad_features(feats)
-        enc = self.model.encode(x.to(device), lens.to(device), routing)
+        enc = self.model.encode(
+            x.to(device),
+            lens.to(device),
+            routing,
+            chunk_frames=self.cfg.chunk_frames,
+            left_chunks=self.cfg.left_chunks,
+        )
         log_probs = self.model.ctc_log_probs(enc)  # (B, T', V)
         out_lens = enc.lens
         mode = self.cfg.mode

@@ -7,6 +7,11 @@ takes it together with the key-padding mask as one float ``attn_mask``. This is
 much cheaper on CPU than Transformer-XL's content-dependent rel-pos term
 (an extra (B, H, T, 2T-1) matmul and a rel-shift per layer) and keeps
 ``padding invariance``: the bias of (i, j) depends only on ``j - i``.
+
+Chunk-by-chunk encoding (``MultiHeadAttention.forward_cached``) prepends the cached keys
+and values of earlier frames; ``RelPositionBias(length, key_length)`` then places the
+queries at the last ``length`` of ``key_length`` positions, so a query's distance to a
+cached key is the same as in the full forward.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ def causal_bias(length: int, device: torch.device, dtype: torch.dtype = torch.fl
 class RelPositionBias(nn.Module):
     """Learned per-head bias for relative distance ``j - i`` clipped to ``[-max_dist, max_dist]``.
 
-    ``forward(T) -> (1, H, T, T)``; zero-initialised (attention starts position-agnostic).
+    ``forward(T) -> (1, H, T, T)``; ``forward(T, S) -> (1, H, T, S)`` for T queries at the
+    last T of S key positions (a cache of S - T earlier keys); zero-initialised (attention
+    starts position-agnostic).
     """
 
     def __init__(self, num_heads: int, max_dist: int) -> None:
@@ -46,10 +53,13 @@ class RelPositionBias(nn.Module):
         self.max_dist = max_dist
         self.table = nn.Parameter(torch.zeros(num_heads, 2 * max_dist + 1))
 
-    def forward(self, length: int) -> Tensor:
-        pos = torch.arange(length, device=self.table.device)
-        rel = (pos[None, :] - pos[:, None]).clamp(-self.max_dist, self.max_dist) + self.max_dist
-        return self.table[:, rel][None]  # (1, H, T, T)
+    def forward(self, length: int, key_length: int | None = None) -> Tensor:
+        key_length = length if key_length is None else key_length
+        assert key_length >= length, "queries are the last positions of the keys"
+        k_pos = torch.arange(key_length, device=self.table.device)
+        q_pos = k_pos[key_length - length :]
+        rel = (k_pos[None, :] - q_pos[:, None]).clamp(-self.max_dist, self.max_dist)
+        return self.table[:, rel + self.max_dist][None]  # (1, H, T, S)
 
 
 class MultiHeadAttention(nn.Module):
@@ -72,12 +82,33 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model)
 
     def forward(self, x: Tensor, bias: Tensor | None, memory: Tensor | None = None) -> Tensor:
-        b, t, d = x.shape
         src = x if memory is None else memory
-        s = src.shape[1]
-        q = self.q_proj(x).view(b, t, self.num_heads, self.d_head).transpose(1, 2)  # (B,H,T,dh)
+        k, v = self._kv(src).unbind(1)  # each (B, H, S, dh)
+        return self._attend(x, k, v, bias)
+
+    def forward_cached(
+        self, x: Tensor, bias: Tensor | None, cache: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Self-attention of a chunk over cached and own keys.
+
+        x: (B, T, D); cache: (B, 2, H, S0, dh) keys/values of earlier frames or None;
+        bias: (B|1, H|1, T, S0 + T) -> y (B, T, D), keys/values (B, 2, H, S0 + T, dh).
+        """
+        kv = self._kv(x)
+        if cache is not None and cache.shape[3]:
+            kv = torch.cat([cache, kv], 3)
+        k, v = kv.unbind(1)
+        return self._attend(x, k, v, bias), kv
+
+    def _kv(self, src: Tensor) -> Tensor:
+        """(B, S, D) -> (B, 2, H, S, dh) keys and values."""
+        b, s, _ = src.shape
         kv = self.kv_proj(src).view(b, s, 2, self.num_heads, self.d_head)
-        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, S, dh)
+        return kv.permute(0, 2, 3, 1, 4)
+
+    def _attend(self, x: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
+        b, t, d = x.shape
+        q = self.q_proj(x).view(b, t, self.num_heads, self.d_head).transpose(1, 2)  # (B,H,T,dh)
         if bias is not None:
             bias = bias.to(q.dtype)
         y = F.scaled_dot_product_attention(

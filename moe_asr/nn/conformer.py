@@ -5,6 +5,12 @@ feed-forward halves (each a ``FeedForward`` or a ``MoEFeedForward``), relative-p
 self-attention and a convolution module. Padding never changes a real frame's output:
 the attention masks padded keys, the convolution module zeroes padded frames before the
 depthwise convolution and normalises with LayerNorm (per frame, no batch statistics).
+
+Streaming (``moe_asr.nn.streaming``): ``forward(..., chunk=c, left_chunks=k)`` adds the
+chunk mask; a model built with ``causal_conv`` uses a causal depthwise convolution, and
+``forward_chunk`` encodes one chunk at a time with an ``EncoderCache``. The front end has
+no time padding, so it streams as is: output frame t reads input frames
+``[t * factor, t * factor + min_input_frames)``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from torch import Tensor, nn
 
 from moe_asr.nn.attention import MultiHeadAttention, RelPositionBias, key_padding_bias
 from moe_asr.nn.moe import MoEFeedForward, MoERouting, RouterStats
+from moe_asr.nn.streaming import EncoderCache, LayerCache, chunk_bias
 
 __all__ = [
     "Conv2dSubsampling",
@@ -76,6 +83,11 @@ class Conv2dSubsampling(nn.Module):
             need = (need - 1) * stride + kernel
         return need
 
+    @property
+    def context_frames(self) -> int:
+        """Input frames an output frame shares with the next one (kept between chunks)."""
+        return self.min_input_frames - self.factor
+
     def forward(self, x: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:
         h = x.unsqueeze(1)  # (B, 1, T, F)
         for conv in self.convs:
@@ -89,16 +101,20 @@ class ConvModule(nn.Module):
     """Pointwise conv + GLU, depthwise conv, LayerNorm, Swish, pointwise conv.
 
     ``forward(x (B, T, D), mask (B, T)) -> (B, T, D)``; padded frames are zeroed before
-    the depthwise convolution, so they cannot reach real frames.
+    the depthwise convolution, so they cannot reach real frames. ``causal``: the depthwise
+    convolution reads frames t - kernel + 1 .. t only (streaming models).
     """
 
-    def __init__(self, d_model: int, kernel_size: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self, d_model: int, kernel_size: int, dropout: float = 0.0, causal: bool = False
+    ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"conv_kernel must be odd, got {kernel_size}")
+        self.causal = causal
         self.pointwise_in = nn.Linear(d_model, 2 * d_model)
         self.depthwise = nn.Conv1d(
-            d_model, d_model, kernel_size, padding=kernel_size // 2, groups=d_model
+            d_model, d_model, kernel_size, padding=0 if causal else kernel_size // 2, groups=d_model
         )
         self.norm = nn.LayerNorm(d_model)
         self.pointwise_out = nn.Linear(d_model, d_model)
@@ -106,9 +122,21 @@ class ConvModule(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         h = F.glu(self.pointwise_in(x), dim=-1)  # (B, T, D)
-        h = h.masked_fill(~mask[..., None], 0.0)
-        h = self.depthwise(h.transpose(1, 2)).transpose(1, 2)  # (B, T, D)
-        h = F.silu(self.norm(h))
+        h = h.masked_fill(~mask[..., None], 0.0).transpose(1, 2)  # (B, D, T)
+        if self.causal:
+            h = F.pad(h, (self.depthwise.kernel_size[0] - 1, 0))
+        return self._out(self.depthwise(h))
+
+    def forward_chunk(self, x: Tensor, cache: Tensor) -> tuple[Tensor, Tensor]:
+        """Causal convolution of a chunk: x (B, T, D), cache (B, D, kernel - 1) last inputs
+        -> y (B, T, D), new cache (B, D, kernel - 1)."""
+        assert self.causal, "chunk-by-chunk convolution needs a causal model"
+        h = torch.cat([cache, F.glu(self.pointwise_in(x), dim=-1).transpose(1, 2)], 2)
+        return self._out(self.depthwise(h)), h[:, :, h.shape[2] - cache.shape[2] :]
+
+    def _out(self, h: Tensor) -> Tensor:
+        """(B, D, T) depthwise output -> (B, T, D)."""
+        h = F.silu(self.norm(h.transpose(1, 2)))
         return self.dropout(self.pointwise_out(h))
 
 
@@ -144,32 +172,60 @@ class ConformerLayer(nn.Module):
             return ff(x, mask, routing)
         return ff(x), None
 
+    def _half(
+        self, half: int, x: Tensor, mask: Tensor, routing: MoERouting | None, stats: list
+    ) -> Tensor:
+        """x + 0.5 * feed-forward half ``half`` (0 = first macaron half); appends its stats."""
+        ff, norm = (self.ff1, self.norm_ff1) if half == 0 else (self.ff2, self.norm_ff2)
+        h, s = self._ff(ff, norm(x), mask, routing)
+        if s is not None:
+            s.half = half
+            stats.append(s)
+        return x + 0.5 * self.dropout(h)
+
     def forward(
         self, x: Tensor, mask: Tensor, bias: Tensor, routing: MoERouting | None = None
     ) -> tuple[Tensor, list[RouterStats]]:
         stats: list[RouterStats] = []
-        h, s = self._ff(self.ff1, self.norm_ff1(x), mask, routing)
-        x = x + 0.5 * self.dropout(h)
-        if s is not None:
-            s.half = 0
-            stats.append(s)
+        x = self._half(0, x, mask, routing, stats)
         x = x + self.dropout(self.attn(self.norm_attn(x), bias))
         x = x + self.dropout(self.conv(self.norm_conv(x), mask))
-        h, s = self._ff(self.ff2, self.norm_ff2(x), mask, routing)
-        x = x + 0.5 * self.dropout(h)
-        if s is not None:
-            s.half = 1
-            stats.append(s)
+        x = self._half(1, x, mask, routing, stats)
         return self.norm_out(x), stats
+
+    def forward_chunk(
+        self,
+        x: Tensor,
+        bias: Tensor,
+        cache: LayerCache,
+        history: int,
+        routing: MoERouting | None = None,
+    ) -> tuple[Tensor, LayerCache, list[RouterStats]]:
+        """One chunk x (B, T, D) (no padding), bias (1, H, T, S + T) -> y, new cache, stats.
+
+        The new attention cache keeps the last ``history`` frames (-1 = all).
+        """
+        stats: list[RouterStats] = []
+        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        x = self._half(0, x, mask, routing, stats)
+        a, kv = self.attn.forward_cached(self.norm_attn(x), bias, cache.attn)
+        x = x + self.dropout(a)
+        c, conv_cache = self.conv.forward_chunk(self.norm_conv(x), cache.conv)
+        x = x + self.dropout(c)
+        x = self._half(1, x, mask, routing, stats)
+        if history >= 0:
+            kv = kv[:, :, :, max(0, kv.shape[3] - history) :]
+        return self.norm_out(x), LayerCache(attn=kv, conv=conv_cache), stats
 
 
 class ConformerEncoder(nn.Module):
     """Subsampling front end + Conformer layers.
 
     ``make_ffn(layer_index) -> nn.Module`` builds each feed-forward half (dense or MoE).
-    ``forward(x (B, T, F), lens (B,), route_fn) -> (out (B, T', D), lens' (B,),
-    [RouterStats] in layer order)``. ``route_fn(i, h, mask)`` is called before layer i
-    with that layer's input; it returns the routing inputs of its MoE feed-forwards.
+    ``forward(x (B, T, F), lens (B,), route_fn, chunk=0, left_chunks=-1) -> (out (B, T', D),
+    lens' (B,), [RouterStats] in layer order)``. ``route_fn(i, h, mask)`` is called before
+    layer i with that layer's input; it returns the routing inputs of its MoE feed-forwards.
+    ``chunk`` > 0 limits attention to the chunk mask (``moe_asr.nn.streaming``).
     """
 
     def __init__(
@@ -186,9 +242,13 @@ class ConformerEncoder(nn.Module):
         max_rel_pos: int,
         make_ffn: Callable[[int], nn.Module],
         attention_dropout: float = 0.0,
+        causal_conv: bool = False,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.d_model = d_model
+        self.input_dim = input_dim
+        self.causal_conv = causal_conv
         self.frontend = Conv2dSubsampling(input_dim, d_model, subsampling_channels, subsampling)
         self.frontend_dropout = nn.Dropout(dropout)
         self.pos_bias = RelPositionBias(num_heads, max_rel_pos)
@@ -197,7 +257,7 @@ class ConformerEncoder(nn.Module):
                 d_model,
                 make_ffn(i),
                 MultiHeadAttention(d_model, num_heads, attention_dropout),
-                ConvModule(d_model, conv_kernel, dropout),
+                ConvModule(d_model, conv_kernel, dropout, causal_conv),
                 make_ffn(i),
                 dropout,
             )
@@ -205,13 +265,21 @@ class ConformerEncoder(nn.Module):
         )
 
     def forward(
-        self, x: Tensor, lens: Tensor, route_fn: RouteFn | None = None
+        self,
+        x: Tensor,
+        lens: Tensor,
+        route_fn: RouteFn | None = None,
+        *,
+        chunk: int = 0,
+        left_chunks: int = -1,
     ) -> tuple[Tensor, Tensor, list[RouterStats]]:
         x, lens = self.frontend(x, lens)  # (B, T', D)
         x = self.frontend_dropout(x)
         mask = lengths_to_mask(lens, x.shape[1])  # (B, T')
         x = x.masked_fill(~mask[..., None], 0.0)
         bias = self.pos_bias(x.shape[1]) + key_padding_bias(mask)  # (B, H, T', T')
+        if chunk > 0:
+            bias = bias + chunk_bias(mask, chunk, left_chunks)
         stats: list[RouterStats] = []
         for i, layer in enumerate(self.layers):
             routing = route_fn(i, x, mask) if route_fn is not None else None
@@ -220,3 +288,61 @@ class ConformerEncoder(nn.Module):
                 s.layer = i
             stats.extend(layer_stats)
         return x, lens, stats
+
+    def init_cache(self, batch: int = 1) -> EncoderCache:
+        """Empty state for ``forward_chunk`` (needs a model built with ``causal_conv``)."""
+        if not self.causal_conv:
+            raise ValueError("chunk-by-chunk encoding needs a causal convolution (streaming)")
+        table = self.pos_bias.table
+        heads, d_head = self.num_heads, self.d_model // self.num_heads
+        layers = [
+            LayerCache(
+                attn=table.new_zeros(batch, 2, heads, 0, d_head),
+                conv=table.new_zeros(batch, self.d_model, layer.conv.depthwise.kernel_size[0] - 1),
+            )
+            for layer in self.layers
+        ]
+        return EncoderCache(frontend=table.new_zeros(batch, 0, self.input_dim), layers=layers)
+
+    def forward_chunk(
+        self,
+        x: Tensor,
+        cache: EncoderCache,
+        route_fn: RouteFn | None = None,
+        *,
+        history: int = -1,
+    ) -> tuple[Tensor, EncoderCache, list[RouterStats]]:
+        """Encode new input frames x (B, t, F) (no padding) after those of ``cache``.
+
+        Every output frame the buffered input completes is produced, as one chunk (the
+        caller feeds ``factor * chunk`` frames per chunk, ``context_frames`` more for the
+        first) -> out (B, T', D) (T' may be 0), new cache, stats. Attention sees the chunk
+        and the last ``history`` cached frames (-1 = all).
+        """
+        front = self.frontend
+        buf = torch.cat([cache.frontend, x.to(cache.frontend.dtype)], 1)  # (B, n, F)
+        b, n = buf.shape[:2]
+        t_out = int(front.output_lengths(torch.tensor([n]))[0])
+        if t_out == 0:
+            return (
+                buf.new_zeros(b, 0, self.d_model),
+                EncoderCache(buf, cache.layers, cache.offset),
+                [],
+            )
+        used = (t_out - 1) * front.factor + front.min_input_frames
+        h, _ = front(buf[:, :used], torch.full((b,), used, dtype=torch.long))
+        h = self.frontend_dropout(h)  # (B, T', D)
+        past = cache.layers[0].attn.shape[3]
+        bias = self.pos_bias(t_out, past + t_out)  # (1, H, T', S + T')
+        mask = torch.ones(b, t_out, dtype=torch.bool, device=h.device)
+        stats: list[RouterStats] = []
+        layers: list[LayerCache] = []
+        for i, layer in enumerate(self.layers):
+            routing = route_fn(i, h, mask) if route_fn is not None else None
+            h, new, layer_stats = layer.forward_chunk(h, bias, cache.layers[i], history, routing)
+            layers.append(new)
+            for s in layer_stats:
+                s.layer = i
+            stats.extend(layer_stats)
+        rest = buf[:, t_out * front.factor :]  # the next output frame's first input frames
+        return h, EncoderCache(rest, layers, cache.offset + t_out), stats

@@ -245,7 +245,7 @@ def _train(
     if world > 1:
         # an expert may get no frames on a rank: DDP must tolerate unused parameters
         ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, find_unused_parameters=cfg.model.ffn == "moe"
+            model, find_unused_parameters="moe" in (cfg.model.ffn, cfg.model.decoder.ffn)
         )
     optimizer = build_optimizer(model, tcfg)
     steps_per_epoch = max(1, math.ceil(len(sampler) / max(1, tcfg.accum_grad)))

@@ -19,6 +19,7 @@ from moe_asr.data.features import (
     Cmvn,
     CmvnError,
     FeatureError,
+    StreamingFbank,
     compute_cmvn,
     compute_fbank,
     num_frames,
@@ -87,6 +88,25 @@ def test_fbank_rejects_short_or_multichannel():
         compute_fbank(np.zeros(300, np.float32), CFG)
     with pytest.raises(FeatureError, match="mono"):
         compute_fbank(np.zeros((2, 1000), np.float32), CFG)
+
+
+def test_streaming_fbank_pieces_of_any_size_equal_the_whole_signal():
+    cfg = FeatureConfig(num_mel_bins=40)
+    rng = np.random.default_rng(0)
+    wav = (0.1 * rng.standard_normal(16000 * 2 + 123)).astype(np.float32)
+    whole = compute_fbank(wav, cfg)
+    for trial in range(3):
+        stream = StreamingFbank(cfg)
+        parts, pos = [], 0
+        while pos < len(wav):
+            n = int(rng.integers(1, 2500 if trial else 50))
+            parts.append(stream.accept(wav[pos : pos + n]))
+            pos += n
+        got = torch.cat(parts)
+        assert got.shape == whole.shape and stream.num_frames == whole.shape[0]
+        torch.testing.assert_close(got, whole, atol=1e-4, rtol=1e-5)
+    with pytest.raises(UserError, match="dither"):
+        StreamingFbank(FeatureConfig(dither=1.0))
 
 
 def test_cmvn_matches_statistics_of_all_frames(tmp_path):

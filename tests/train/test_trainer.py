@@ -132,9 +132,12 @@ def test_loss_falls_and_average_makes_a_loadable_package(corpus, tmp_path):
     assert main(_args(corpus, exp)) == 1
 
 
-def test_sigkill_then_resume_equals_uninterrupted_run(corpus, tmp_path):
+@pytest.mark.parametrize("streaming", [False, True], ids=["full", "dynamic_chunks"])
+def test_sigkill_then_resume_equals_uninterrupted_run(corpus, tmp_path, streaming):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     common = ["--set", "train.max_epochs=3", "--set", "train.save_every_steps=1"]
+    if streaming:  # the chunk size drawn per batch comes from the checkpointed RNG
+        common += ["--set", "model.streaming.enabled=true", "--set", "model.streaming.max_chunk=4"]
     ref = tmp_path / "ref"
     subprocess.run(
         [sys.executable, "-m", "moe_asr.cli", *_args(corpus, ref, *common)],

@@ -1,0 +1,228 @@
+"""Streaming encoder: chunk masks, chunk-by-chunk encoding with caches equals the full
+forward under the same chunk mask (dense, MoE, guided), bounded caches, rel-pos offsets,
+dynamic chunk draws from the training RNG."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from moe_asr.config import ConfigError, config_from_dict
+from moe_asr.data.labels import LabelVocab
+from moe_asr.errors import UserError
+from moe_asr.model import RoutingOptions, build_model
+from moe_asr.nn.attention import RelPositionBias
+from moe_asr.nn.streaming import chunk_mask, draw_chunk
+
+F_IN = 20
+VOCAB = 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model(ffn: str = "moe", guided: bool = False, subsampling: int = 4, streaming=True):
+    moe = {"num_experts": 3, "top_k": 2, "num_shared_experts": 1}
+    vocab = None
+    if guided:
+        moe = {"num_experts": 4, "top_k": 1, "guidance": {"labels": ["accent"], "embed": True}}
+        moe["guidance"].update(hard_groups=True, router_loss_weight=0.1)
+        vocab = LabelVocab.from_tables({"accent": {0: "x", 1: "y"}}, ["accent"])
+    cfg = config_from_dict(
+        {
+            "model": {
+                "input_dim": F_IN,
+                "d_model": 16,
+                "num_heads": 2,
+                "num_layers": 3,
+                "d_ff": 32,
+                "conv_kernel": 5,
+                "dropout": 0.0,
+                "subsampling": subsampling,
+                "subsampling_channels": 4,
+                "max_rel_pos": 6,
+                "ffn": ffn,
+                "moe": moe,
+                "decoder": {"num_layers": 1, "num_heads": 2, "d_ff": 16},
+                "streaming": {"enabled": streaming},
+            }
+        }
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg.model, VOCAB, vocab)
+    with torch.no_grad():  # non-zero rel-pos bias and CMVN, so that both are exercised
+        model.encoder.pos_bias.table.normal_()
+        model.cmvn_mean.normal_()
+        model.cmvn_std.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _stream(model, feats, chunk, left, routing=None):
+    """Encode (1, T, F) chunk by chunk; returns outputs (1, T', D) and every cache's shapes."""
+    front = model.encoder.frontend
+    cache = model.init_stream()
+    outs, shapes = [], []
+    pos = 0
+    first = front.context_frames + front.factor * chunk
+    while pos < feats.shape[1]:
+        step = first if pos == 0 else front.factor * chunk
+        enc, cache = model.encode_chunk(
+            feats[:, pos : pos + step],
+            cache,
+            chunk_frames=chunk,
+            left_chunks=left,
+            routing=routing,
+        )
+        pos += step
+        outs.append(enc.out)
+        shapes.append(cache.shapes())
+    return torch.cat(outs, 1), shapes
+
+
+@pytest.mark.parametrize(
+    ("ffn", "guided", "subsampling", "chunk", "left"),
+    [
+        ("dense", False, 4, 4, -1),
+        ("dense", False, 6, 3, 2),
+        ("moe", False, 4, 5, 1),
+        ("moe", False, 8, 2, 0),
+        ("moe", True, 4, 4, 2),
+    ],
+)
+def test_chunk_by_chunk_with_caches_equals_full_forward_with_chunk_mask(
+    ffn, guided, subsampling, chunk, left
+):
+    model = _model(ffn, guided, subsampling)
+    feats = torch.randn(1, 203, F_IN)  # not a whole number of chunks: a short last chunk
+    routings = [None]
+    if guided:
+        routings.append(RoutingOptions(mode="forced", forced={"accent": "y"}))
+    for routing in routings:
+        with torch.no_grad():
+            full = model.encode(
+                feats,
+                torch.tensor([feats.shape[1]]),
+                routing,
+                chunk_frames=chunk,
+                left_chunks=left,
+            ).out
+            streamed, _ = _stream(model, feats, chunk, left, routing)
+        assert streamed.shape == full.shape
+        torch.testing.assert_close(streamed, full, atol=1e-4, rtol=1e-4)
+
+
+def test_chunk_mask_changes_the_output_and_full_context_does_not_leak():
+    model = _model("moe")
+    feats = torch.randn(1, 120, F_IN)
+    lens = torch.tensor([120])
+    with torch.no_grad():
+        full = model.encode(feats, lens).out
+        chunked = model.encode(feats, lens, chunk_frames=4, left_chunks=1).out
+        # future frames beyond the first chunk cannot change it
+        other = feats.clone()
+        other[:, 40:] = torch.randn(1, 80, F_IN)
+        chunked2 = model.encode(other, lens, chunk_frames=4, left_chunks=1).out
+    assert (full - chunked).abs().max() > 1e-3
+    # encoder frames 0..3 read input frames < 4*3 + 7 = 19 < 40
+    torch.testing.assert_close(chunked[:, :4], chunked2[:, :4])
+
+
+def test_chunk_mask_batched_equals_alone():
+    """Padding invariance holds under the chunk mask too (padded rows never NaN)."""
+    model = _model("moe")
+    a, b = torch.randn(1, 90, F_IN), torch.randn(1, 60, F_IN)
+    x = torch.zeros(2, 90, F_IN)
+    x[0], x[1, :60] = a[0], b[0]
+    with torch.no_grad():
+        both = model.encode(x, torch.tensor([90, 60]), chunk_frames=3, left_chunks=0)
+        alone = model.encode(b, torch.tensor([60]), chunk_frames=3, left_chunks=0)
+    n = int(alone.lens[0])
+    assert torch.isfinite(both.out).all()
+    torch.testing.assert_close(both.out[1, :n], alone.out[0], atol=1e-5, rtol=1e-5)
+
+
+def test_cache_shapes_stop_growing_after_left_chunks():
+    model = _model("moe")
+    feats = torch.randn(1, 6000, F_IN)  # 60 s of 10 ms frames
+    chunk, left = 4, 2
+    _, shapes = _stream(model, feats, chunk, left)
+    assert len(shapes) > 300
+    # after left_chunks chunks the attention cache holds exactly left * chunk frames
+    steady = shapes[left]
+    assert all(s == steady for s in shapes[left:-1])
+    assert steady[1][3] == left * chunk  # (B, 2, H, S, dh) of layer 0
+    assert shapes[0][1][3] == chunk
+
+
+def test_rel_position_bias_with_cache_offset_matches_full_table():
+    rel = RelPositionBias(num_heads=2, max_dist=3)
+    with torch.no_grad():
+        rel.table.normal_()
+    full = rel(10)  # (1, H, 10, 10)
+    # the last 4 queries over all 10 keys (6 cached) are the last 4 rows of the full table
+    torch.testing.assert_close(rel(4, 10), full[:, :, 6:, :])
+
+
+def test_chunk_mask_sees_own_chunk_and_left_chunks():
+    m = chunk_mask(6, 2, 1, torch.device("cpu"))
+    # frame 4 (chunk 2) sees chunks 1 and 2 (frames 2..5), not chunk 0
+    assert m[4].tolist() == [False, False, True, True, True, True]
+    assert m[0].tolist() == [True, True, False, False, False, False]
+    assert chunk_mask(6, 2, -1, torch.device("cpu"))[5].all()
+
+
+def test_chunk_draw_is_deterministic_from_the_rng_and_covers_the_range():
+    cfg = config_from_dict(
+        {"model": {"streaming": {"enabled": True, "min_chunk": 2, "max_chunk": 5}}}
+    ).model.streaming
+    torch.manual_seed(3)
+    first = [draw_chunk(cfg, 30) for _ in range(200)]
+    torch.manual_seed(3)
+    again = [draw_chunk(cfg, 30) for _ in range(200)]
+    assert first == again
+    assert {c for c, _ in first} == {0, 2, 3, 4, 5}
+    assert {left for _, left in first} == {-1}
+    assert 60 < [c for c, _ in first].count(0) < 140  # full_context_prob 0.5
+    cfg.dynamic_left_chunks = True
+    draws = [draw_chunk(cfg, 30) for _ in range(1000)]
+    lefts = {c: {left for c2, left in draws if c2 == c} for c in (2, 5)}
+    assert lefts[2] == set(range(15)) and lefts[5] == set(range(6))  # 0 .. (30 - 1) // c
+
+
+def test_training_step_of_a_streaming_model_uses_a_drawn_chunk(monkeypatch):
+    import moe_asr.model as model_mod
+
+    drawn = []
+
+    def fake_draw(cfg, num_frames):
+        drawn.append(num_frames)
+        return 3, -1
+
+    monkeypatch.setattr(model_mod, "draw_chunk", fake_draw)
+    feats, lens = torch.randn(2, 80, F_IN), torch.tensor([80, 70])
+    tokens, token_lens = torch.tensor([[2, 3], [4, -1]]), torch.tensor([2, 1])
+    for streaming in (True, False):
+        model = _model("moe", streaming=streaming)
+        with torch.no_grad():
+            want = model.encode(feats, lens, chunk_frames=3 if streaming else 0).out
+            got = model.train()(feats, lens, tokens, token_lens).encoder.out
+        torch.testing.assert_close(got, want)
+    assert drawn == [19]  # once, for the streaming model only: ((80 - 1) // 2 - 1) // 2
+
+
+def test_non_streaming_model_refuses_chunked_decoding_and_streaming_config_is_checked():
+    model = _model("dense", streaming=False)
+    with pytest.raises(UserError, match="model.streaming.enabled"):
+        model.encode(torch.randn(1, 40, F_IN), torch.tensor([40]), chunk_frames=4)
+    with pytest.raises(UserError, match="model.streaming.enabled"):
+        model.init_stream()
+    cfg = config_from_dict(
+        {"model": {"streaming": {"enabled": True, "min_chunk": 5, "max_chunk": 2}}}
+    )
+    with pytest.raises(ConfigError, match="min_chunk"):
+        build_model(cfg.model, VOCAB, None)
