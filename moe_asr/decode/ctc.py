@@ -239,8 +239,16 @@ class CtcBeamDecoder:
         """log_probs: (B, T, V) with V = len(pieces), lens: (B,) -> n-best per utterance."""
         if log_probs.shape[-1] != self._vocab:
             raise ValueError(f"expected {self._vocab} classes, got {log_probs.shape[-1]}")
-        em = self._emissions(log_probs)
         lens = lens.detach().cpu().to(torch.int32)
+        if self._lm_weight or self._lexicon:
+            # the incremental path fills ``lm_score``, so that rescoring can keep the LM
+            out_lm: list[list[Hypothesis]] = []
+            for b in range(log_probs.shape[0]):
+                self.begin()
+                self.step(log_probs[b, : int(lens[b])])
+                out_lm.append(self.end())
+            return out_lm
+        em = self._emissions(log_probs)
         results = self._decoder(em, lens)
         out: list[list[Hypothesis]] = []
         for b, nbest in enumerate(results):

@@ -6,7 +6,8 @@ One place that maps a decode mode to its search:
 - ``ctc_prefix_beam``: flashlight prefix beam search (+ optional KenLM), batched;
 - ``attention``: attention beam search with joint CTC prefix scoring (``ctc_weight``),
   one utterance at a time, vectorised over the beam;
-- ``attention_rescoring``: the CTC prefix beam's ``beam``-best rescored by the decoder.
+- ``attention_rescoring``: the CTC prefix beam's ``beam``-best rescored by the decoder, the
+  first pass's LM score kept (U2++ two-pass with an LM).
 
 The encoder always runs on the whole batch; with ``chunk_frames`` > 0 under the
 streaming chunk mask (the offline simulation of streaming, ``moe_asr.decode.streaming``).
@@ -180,6 +181,7 @@ class Recognizer:
                     ctc_weight=self.cfg.ctc_weight,
                     sos=self.sos,
                     eos=self.eos,
+                    keep_lm=True,  # the LM part of the first pass (0 without an LM)
                 )
                 for b, hyps in enumerate(self._beam(log_probs, out_lens))
             ]
