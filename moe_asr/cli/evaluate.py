@@ -108,7 +108,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--groups", default=None, help="comma list, e.g. accent,noise,spk (default: all)"
     )
-    p.add_argument("--max-utts", type=int, default=None, help="analyse at most N utterances")
+    p.add_argument(
+        "--max-utts", type=int, default=None, help="analyse at most N utterances (default: all)"
+    )
     p.add_argument("--out", required=True, help="output dir")
     p.set_defaults(func=_run_report)
 
