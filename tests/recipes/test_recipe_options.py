@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,8 @@ def _asr_options() -> list[str]:
 
 
 def _run(recipe: Path, *args: str, path: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": path if path is not None else os.environ["PATH"]}
+    default = f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"  # moe-asr on PATH
+    env = {**os.environ, "PATH": path if path is not None else default}
     return subprocess.run(
         ["bash", str(recipe / "run.sh"), *args], capture_output=True, text=True, env=env,
         timeout=60,
