@@ -102,3 +102,9 @@ def test_decoding_an_experiment_without_a_model_names_the_ones_there(tmp_path):
              str(tmp_path / "data"))  # fmt: skip
     assert r.returncode == 1
     assert "exp/moe_char holds no model" in r.stderr and "demo_char" in r.stderr
+
+
+def test_the_default_train_config_of_asr_sh_exists_in_every_recipe():
+    default = re.search(r"^train_config=(\S+)", (REPO / "recipes" / "asr.sh").read_text(), re.M)
+    for recipe in RECIPES:
+        assert (recipe / default.group(1)).is_file(), recipe
