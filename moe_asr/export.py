@@ -3,7 +3,9 @@
 The exported graph maps raw fbank ``feats (B, T, F)`` and ``feat_lens (B,)`` (int64)
 to ``log_probs (B, T', V)`` and ``lens (B,)``, with CMVN inside and label-free routing;
 batch and time are dynamic. A ``<out>.json`` sidecar holds what a runtime needs to
-use it: tokens, blank id, feature settings and the encoder frame duration.
+use it: tokens, blank id, feature settings, the encoder frame duration, and the tokenizer
+and resolved config, so that ``moe-asr transcribe/decode model.onnx`` runs it
+(``moe_asr.decode.onnx``).
 
 The MoE layers are exported with a trace-friendly dispatch (``_export_moe_forward``, bound to a copy of the model): the
 frames of each expert are found with ``nonzero`` inside the graph instead of a
@@ -17,6 +19,7 @@ Every export is checked against PyTorch on two utterances of different lengths.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import logging
@@ -26,8 +29,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from torch import Tensor, nn
 
+from moe_asr.config import config_to_dict
 from moe_asr.errors import UserError
 from moe_asr.files import atomic_path, atomic_write_text
 
@@ -167,8 +172,13 @@ def export_model(
         "blank": 0,
         "features": asdict(fcfg),
         "frame_seconds": model.cfg.subsampling * fcfg.frame_shift_ms / 1000.0,
+        "subsampling": model.cfg.subsampling,
+        "min_input_frames": int(model.encoder.frontend.min_input_frames),
         "max_abs_diff_vs_pytorch": diff,
         "argmax_agreement_vs_pytorch": agree,
+        # what `moe-asr transcribe/decode model.onnx` needs besides the graph
+        "tokenizer": base64.b64encode(package.tokenizer.to_bytes()).decode("ascii"),
+        "config_yaml": yaml.safe_dump(config_to_dict(package.config), sort_keys=False),
     }
     atomic_write_text(
         out.with_name(out.name + ".json"), json.dumps(meta, indent=1, ensure_ascii=False)

@@ -6,40 +6,53 @@
 # run resumes from its last checkpoint. Each stage logs to <exp>/logs/stage<N>.log.
 set -euo pipefail
 
-stage=0
-stop_stage=100
+# begin options (each is --name VALUE; `--help` lists them with the values in effect)
+stage=0                  # first stage to run
+stop_stage=100           # last stage to run
 ngpu=0                   # >1: torchrun with that many processes (nccl on GPU)
 nj=2                     # parallel jobs for data prep
-data_root=data
-exp_root=exp
-train_set=train
+data_root=data           # where the Kaldi data dirs, tokenizer and LM go
+exp_root=exp             # experiments go to EXP_ROOT/TAG
+train_set=train          # data dir names below DATA_ROOT
 dev_set=dev
-test_sets="test"
+test_sets="test"         # space-separated
 local_data_opts=""       # passed to local/data.sh
-train_config=conf/train.yaml
+train_config=conf/moe.yaml  # YAML experiment config (every recipe has conf/moe.yaml, conf/dense.yaml)
 train_args=""            # extra `moe-asr train` options, e.g. "--set train.max_epochs=3" or
                          # "--init exp/dense_char/model.pt" (upcycle a dense model into MoE)
 token_type=char          # char | bpe | unigram
-nbpe=256
+nbpe=256                 # vocabulary size for bpe/unigram
 tag=""                   # experiment name; default: train config name + token type
-num_avg=5
+num_avg=5                # checkpoints averaged into model.pt
 avg_best=true            # average the best (dev loss) checkpoints, else the last ones
 lm_order=3               # word n-gram LM from the training text (0: none)
 decode_modes="ctc_greedy attention_rescoring"  # a mode+lm (e.g. ctc_prefix_beam+lm) uses the LM
-decode_args=""
-report_max_utts=1000
+decode_args=""           # extra `moe-asr decode` options, e.g. "--beam 30"
+report_max_utts=1000     # utterances analysed by the expert report
 report_set=""            # default: the first test set
-help_message="Usage: $0 [--stage N] [--stop-stage N] [--train-config FILE] [--tag NAME] ...
-Stages: 0 data, 1 validate, 2 cmvn, 3 tokenizer, 4 train, 5 average, 6 decode, 7 score, 8 report.
-Every variable at the top of recipes/asr.sh is an option (--train-set, --decode-modes, ...)."
+# end options
+help_message="recipes/asr.sh, the shared stages, called by run.sh (options in any order):
+Stages: 0 data, 1 validate, 2 cmvn, 3 tokenizer + LM, 4 train, 5 average, 6 decode, 7 score,
+8 report. Finished stages are skipped on a rerun (.done markers)."
 
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/path.sh"
 
 [ -n "$tag" ] || tag="$(basename "${train_config%.*}")_${token_type}$([ "$token_type" = char ] || echo "$nbpe")"
 [ -n "$report_set" ] || report_set="${test_sets%% *}"
 lang_dir="$data_root/lang_${token_type}$([ "$token_type" = char ] || echo "$nbpe")"
 lm_path="$data_root/lm/${lm_order}gram.arpa"
 exp_dir="$exp_root/$tag"
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ] && [ ! -f "$train_config" ]; then
+  echo "$0: --train-config $train_config: no such file (here: $(ls conf/*.yaml 2>/dev/null | tr '\n' ' '))" >&2
+  exit 1
+fi
+if [ "$stage" -ge 6 ] && [ "$stop_stage" -ge 6 ] && [ ! -f "$exp_dir/model.pt" ]; then
+  echo "$0: $exp_dir holds no model (the tag is the train config's name + token type, e.g." \
+    "conf/demo.yaml -> demo_char); experiments here: $(ls "$exp_root" 2>/dev/null | tr '\n' ' ')" \
+    "(pick one with --tag NAME or --train-config FILE)" >&2
+  exit 1
+fi
 mkdir -p "$exp_dir/logs" "$data_root/.done"
 
 # run_stage N NAME MARKER CMD...: skip when MARKER exists, else log CMD and create MARKER.

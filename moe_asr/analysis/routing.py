@@ -284,7 +284,7 @@ def collect_routing(
     listed in ``RoutingData.skipped``. Raises ``NoMoELayersError`` for a dense model and
     ``UserError`` for an utterance id seen twice.
     """
-    from tqdm import tqdm
+    from moe_asr.progress import progress_bar
 
     if max_utts is not None and max_utts <= 0:
         raise UserError(f"max_utts must be positive, got {max_utts}")
@@ -298,7 +298,7 @@ def collect_routing(
     parts: list[dict[str, torch.Tensor]] = []
     keys: list[tuple[int, int]] | None = None
     top_k = 0
-    bar = tqdm(total=max_utts, unit="utt", desc="routing", disable=not progress, file=sys.stderr)
+    bar = progress_bar(max_utts, unit="utt", desc="routing", disable=not progress)
     try:
         with torch.no_grad():
             for batch in batches:

@@ -19,14 +19,60 @@ __all__ = ["main", "build_parser"]
 _COMMANDS = [*data.COMMANDS, *train.COMMANDS, *decode.COMMANDS, *evaluate.COMMANDS]
 
 
+class _ShowDefaults:
+    """Formatter mixin: every option's help ends with its default, unless the default is
+    None/False/empty (then the help says what happens) or the help already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if (
+            "default" in text
+            or d is None
+            or d is False
+            or d == []
+            or d is argparse.SUPPRESS
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: {d})" if text else f"default: {d}"
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.help == "" and self._get_help_string(action):
+            action = argparse.Action(
+                action.option_strings, action.dest, nargs=action.nargs, default=action.default,
+                metavar=action.metavar, choices=action.choices, help=self._get_help_string(action),
+            )  # fmt: skip
+        return super()._format_action(action)
+
+
+def _with_defaults(formatter: type) -> type:
+    return type(f"Defaults{formatter.__name__}", (_ShowDefaults, formatter), {})
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("moe_asr")
+    except PackageNotFoundError:  # run from a checkout without installing
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moe-asr",
         description="Mixture-of-Experts Conformer speech recognition for accented and noisy speech.",
     )
+    parser.add_argument("--version", action="version", version=f"moe-asr {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in _COMMANDS:
         add(sub)
+    for p in sub.choices.values():
+        p.formatter_class = _with_defaults(p.formatter_class)
+        for action in p._actions:
+            if action.help is None and action.option_strings:
+                action.help = ""  # argparse prints no help line, hence no default, for None
     return parser
 
 

@@ -236,6 +236,18 @@ def _run_fix_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_of(positional: str | None, option: str | None, name: str, flag: str) -> str:
+    """The value given as a positional or as an option (either spelling, not both)."""
+    from moe_asr.errors import UserError
+
+    if positional is not None and option is not None and positional != option:
+        raise UserError(f"give {name} once: as a positional ({positional}) or {flag} ({option})")
+    value = positional if positional is not None else option
+    if value is None:
+        raise UserError(f"give {name} (positional or {flag})")
+    return value
+
+
 def _add_compute_cmvn(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compute-cmvn",
@@ -244,8 +256,10 @@ def _add_compute_cmvn(sub: argparse._SubParsersAction) -> None:
         "data.features) and accumulates per-dimension statistics in float64. Unreadable audio "
         "is skipped with a warning naming the utterance and path, and listed in the JSON.",
     )
-    p.add_argument("data_dir")
-    p.add_argument("out", help="output JSON file")
+    p.add_argument("data_dir", nargs="?", help="Kaldi data dir (or --data)")
+    p.add_argument("out", nargs="?", help="output JSON file (or --out)")
+    p.add_argument("--data", dest="data_opt", default=None, help="same as DATA_DIR")
+    p.add_argument("--out", dest="out_opt", default=None, help="same as OUT")
     p.add_argument("--config", default=None, help="YAML experiment config (data.features)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--num-workers", type=int, default=0, help="feature worker processes")
@@ -259,11 +273,12 @@ def _run_compute_cmvn(args: argparse.Namespace) -> int:
     from moe_asr.config import load_config
     from moe_asr.data.features import CmvnError, compute_cmvn
 
-    out = Path(args.out)
+    data_dir = _one_of(args.data_dir, args.data_opt, "DATA_DIR", "--data")
+    out = Path(_one_of(args.out, args.out_opt, "OUT", "--out"))
     if out.exists() and not args.overwrite:
         raise CmvnError(f"{out}: already exists; pass --overwrite to replace it")
     cfg = load_config(args.config, args.overrides, sections=("data",))  # features only
-    cmvn = compute_cmvn(args.data_dir, cfg.data.features, num_workers=args.num_workers)
+    cmvn = compute_cmvn(data_dir, cfg.data.features, num_workers=args.num_workers)
     cmvn.save(out)
     print(
         f"{out}: {cmvn.num_utts} utterances, {cmvn.count} frames, dim {cmvn.mean.numel()}"

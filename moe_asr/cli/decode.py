@@ -12,9 +12,17 @@ def _decode_arguments(p: argparse.ArgumentParser) -> None:
         "--mode",
         default=None,
         choices=["ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescoring"],
+        help="default: the model's decode.mode (ctc_greedy unless its config sets one; an ONNX "
+        "export: ctc_prefix_beam when the config names an attention mode)",
     )
-    p.add_argument("--beam", type=int, default=None)
-    p.add_argument("--nbest", type=int, default=None, help="hypotheses kept per utterance")
+    p.add_argument("--beam", type=int, default=None, help="default: the model's decode.beam (10)")
+    p.add_argument(
+        "--nbest",
+        type=int,
+        default=None,
+        help="hypotheses kept per utterance (nbest.txt, transcribe's alternatives); default: "
+        "the model's decode.nbest (5)",
+    )
     p.add_argument(
         "--ctc-weight", type=float, default=None, help="attention and rescoring modes, in [0, 1]"
     )
@@ -25,9 +33,20 @@ def _decode_arguments(p: argparse.ArgumentParser) -> None:
         "output to its words), or with --lm-unit token a KenLM model over decoder tokens",
     )
     p.add_argument("--lm-unit", default=None, choices=["word", "token"], help="default: word")
-    p.add_argument("--lm-weight", type=float, default=None)
-    p.add_argument("--word-score", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument(
+        "--lm-weight", type=float, default=None, help="default: the model's decode.lm_weight (0.5)"
+    )
+    p.add_argument(
+        "--word-score", type=float, default=None, help="default: the model's decode.word_score (0)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="default: the model's decode.batch_size (16)"
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda or cuda:N: where the model runs (the beam search runs on the CPU)",
+    )
     p.add_argument("--accent", default=None, help="force label-guided routing with this accent")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
     _streaming_arguments(p)
@@ -51,17 +70,18 @@ def _streaming_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _decode_setup(args: argparse.Namespace):
-    """(package, DecodeConfig, RoutingOptions | None) from the shared decode options."""
+    """(package, DecodeConfig, RoutingOptions | None) from the shared decode options;
+    ``args.model`` is a ``model.pt`` package or an exported ``.onnx``."""
     import dataclasses
 
     import torch
 
-    from moe_asr.package import load_package
+    from moe_asr.decode.onnx import decode_config_for, load_model
 
     torch.set_flush_denormal(True)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    package = load_package(args.model)
+    package = load_model(args.model, args.device)
     cfg = package.config.decode
     given = {
         "mode": args.mode,
@@ -77,6 +97,7 @@ def _decode_setup(args: argparse.Namespace):
         "left_chunks": args.left_chunks,
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
+    cfg = decode_config_for(package, cfg, mode_given=args.mode is not None)
     from moe_asr.decode.search import accent_routing
 
     return package, cfg, accent_routing(package, args.accent)
@@ -89,7 +110,9 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
         description="Decode every utterance of a Kaldi data dir. An utterance that fails is "
         "listed in OUT/errors.txt and the others are decoded; exit 1 only if none could be.",
     )
-    p.add_argument("--model", required=True, help="EXP/model.pt")
+    p.add_argument(
+        "--model", required=True, help="EXP/model.pt, or an export: model.onnx (CTC modes)"
+    )
     p.add_argument("--data", required=True, help="Kaldi data dir")
     p.add_argument("--out", required=True, help="output dir")
     _decode_arguments(p)
@@ -129,19 +152,44 @@ def _run_decode(args: argparse.Namespace) -> int:
 def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "transcribe",
-        help="transcribe audio files or dirs: path<TAB>text, or JSON lines with --json",
+        help="transcribe audio files or dirs: text, JSON, SRT, VTT or TSV (as whisper writes them)",
         description="Any format soundfile reads, any sample rate and channel count; files "
-        "longer than decode.window_seconds (30 s) are cut into windows and stitched. --json "
-        "prints one JSON object per file: text, confidence, word timestamps, predicted accent "
-        "with probabilities (models with a label head), decode time. A bad file is reported on "
-        "stderr (and in the JSON) and the others are transcribed; exit 2 if any failed.",
+        "longer than decode.window_seconds (30 s) are cut into windows in pauses and stitched. "
+        "stdout gets `path<TAB>text` per file (--output-format txt) or one JSON object per file "
+        "(json: text, confidence, word timestamps, segments with times, the n-best "
+        "alternatives with scores, predicted accent with probabilities for models with a label "
+        "head, decode time); --output-dir writes one file per input and format instead "
+        "(talk.mp3 -> DIR/talk.srt). MODEL is a model.pt or an exported model.onnx. A bad file "
+        "is reported on stderr (and in the JSON) and the others are transcribed; exit 2 if "
+        "any failed.",
     )
-    p.add_argument("model", help="EXP/model.pt")
-    p.add_argument("inputs", nargs="*", help="audio files or directories (searched recursively)")
+    p.add_argument("inputs", nargs="*", help="[MODEL] then audio files or directories (recursive)")
+    p.add_argument(
+        "--model", default=None, help="EXP/model.pt or model.onnx, instead of the first positional"
+    )
     p.add_argument("--list", default=None, help="file with one audio path per line")
-    p.add_argument("--json", action="store_true", help="JSON lines with details per file")
-    p.add_argument("--no-timestamps", action="store_true", help="skip word alignment")
-    p.add_argument("--window-seconds", type=float, default=None)
+    p.add_argument(
+        "--output-format",
+        "-f",
+        default=None,
+        metavar="FMT",
+        help="txt, json, srt, vtt, tsv, a comma list or all (default: txt; all with --output-dir)",
+    )
+    p.add_argument("--output-dir", "-o", default=None, help="write DIR/<input stem>.<fmt> files")
+    p.add_argument("--json", action="store_true", help="same as --output-format json")
+    p.add_argument("--no-timestamps", action="store_true", help="leave word times out")
+    p.add_argument(
+        "--window-seconds",
+        type=float,
+        default=None,
+        help="longest piece decoded at once; default: the model's decode.window_seconds (30)",
+    )
+    p.add_argument(
+        "--pause-seconds",
+        type=float,
+        default=1.0,
+        help="a silence between words this long starts a new segment (0: one per window)",
+    )
     p.add_argument(
         "--streaming",
         action="store_true",
@@ -188,11 +236,23 @@ def _run_streaming(args: argparse.Namespace, paths: list[str], package, cfg, rou
 
 def _run_transcribe(args: argparse.Namespace) -> int:
     import dataclasses
-    import json
 
+    from moe_asr.decode.formats import OutputWriter, parse_formats, stdout_line
     from moe_asr.decode.transcribe import Transcriber, collect_inputs
+    from moe_asr.errors import UserError
 
-    paths = collect_inputs(args.inputs, args.list)
+    inputs = list(args.inputs)
+    if args.model is None:
+        if not inputs:
+            raise UserError("give the model (MODEL or --model EXP/model.pt) and audio inputs")
+        args.model = inputs.pop(0)
+    spec = args.output_format or ("json" if args.json else ("all" if args.output_dir else "txt"))
+    if args.json and args.output_format not in (None, "json"):
+        raise UserError(f"--json and --output-format {args.output_format} contradict each other")
+    formats = parse_formats(spec)
+    if args.output_dir is None and len(formats) > 1:
+        raise UserError(f"--output-format {spec}: several formats need --output-dir DIR")
+    paths = collect_inputs(inputs, args.list)
     package, cfg, routing = _decode_setup(args)
     if args.streaming:
         return _run_streaming(args, paths, package, cfg, routing)
@@ -202,17 +262,20 @@ def _run_transcribe(args: argparse.Namespace) -> int:
         package,
         cfg,
         accent=args.accent,
-        timestamps=args.json and not args.no_timestamps,
+        timestamps=not args.no_timestamps,
+        pause_seconds=args.pause_seconds,
     )
+    writer = OutputWriter(args.output_dir, formats) if args.output_dir else None
     failed = 0
     for result in transcriber.transcribe_many(paths):
         if result.error is not None:
             failed += 1
             print(f"moe-asr transcribe: {result.error}", file=sys.stderr)
-        if args.json:
-            print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
-        elif result.error is None:
-            print(f"{result.path}\t{result.text}", flush=True)
+        if writer is not None:
+            for path in writer.write(result):
+                print(f"{result.path} -> {path}", flush=True)
+        elif result.error is None or formats[0] == "json":  # a JSON line says why it failed
+            print(stdout_line(result, formats[0]), end="", flush=True)
     if failed:
         print(f"{failed} of {len(paths)} file(s) failed", file=sys.stderr)
         return 2
@@ -228,6 +291,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="EXP/model.pt")
     p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    # `moe-asr transcribe/decode` run the .onnx (CTC modes); the .ts is for your own runtime
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantization of linears")
     p.add_argument(
         "--out", default=None, help="default: next to the model, e.g. EXP/model.int8.onnx"

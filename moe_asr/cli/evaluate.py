@@ -6,7 +6,8 @@ import argparse
 import sys
 
 _SCORE_DESCRIPTION = """\
-Score hypotheses (Kaldi `utt-id words`, words may be empty) against a reference `text`:
+Score hypotheses (Kaldi `utt-id words`, words may be empty) against a reference `text`
+(--ref DATA_DIR takes its `text`; --group accent takes its `utt2accent`):
 overall and per group (every --group file, e.g. utt2accent, utt2noise, utt2spk): utterances,
 reference words, WER (corpus-level, percent), substitutions/deletions/insertions, optional
 CER, and a 95% bootstrap confidence interval (utterances resampled, seeded); per group name
@@ -38,7 +39,9 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
         description=_SCORE_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--ref", required=True, help="reference transcripts (a data dir's `text`)")
+    p.add_argument(
+        "--ref", required=True, help="reference transcripts: a data dir or its `text` file"
+    )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--hyp", help="hypotheses (`hyp.txt`: utt-id words)")
     what.add_argument("--compare", nargs=2, metavar=("A", "B"), help="compare two hypothesis files")
@@ -47,9 +50,12 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="[NAME=]FILE",
-        help="utt2<name> label file (repeatable); NAME defaults to the file name after utt2",
+        help="utt2<name> label file (repeatable); NAME defaults to the file name after utt2; "
+        "a bare name (accent, noise, spk) is utt2<name> of the --ref data dir",
     )
-    p.add_argument("--cer", action="store_true", help="also report CER (spaces count)")
+    p.add_argument(
+        "--cer", action="store_true", help="also report CER (spaces count), with --compare too"
+    )
     p.add_argument("--no-lowercase", action="store_true", help="keep letter case")
     p.add_argument("--keep-punct", action="store_true", help="keep punctuation")
     p.add_argument("--map", metavar="FILE", help="word replacements applied after normalising")
@@ -86,7 +92,7 @@ def _run_score(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     if args.compare:
-        report = scoring.compare_files(args.ref, *args.compare, args.group, **common)
+        report = scoring.compare_files(args.ref, *args.compare, args.group, cer=args.cer, **common)
         print(scoring.format_compare_markdown(report), end="")
         written = (
             scoring.write_compare_outputs(report, args.out, overwrite=args.overwrite)
@@ -117,7 +123,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--groups", default=None, help="comma list, e.g. accent,noise,spk (default: all)"
     )
-    p.add_argument("--max-utts", type=int, default=None, help="analyse at most N utterances")
+    p.add_argument(
+        "--max-utts", type=int, default=None, help="analyse at most N utterances (default: all)"
+    )
     p.add_argument("--out", required=True, help="output dir")
     p.add_argument(
         "--overwrite",

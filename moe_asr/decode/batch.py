@@ -67,11 +67,10 @@ def decode_datadir(
     An ``out_dir`` holding any of ``DECODE_FILES`` is refused unless ``overwrite``; with it
     only those files are replaced. Every file is written atomically.
     """
-    from tqdm import tqdm
-
     from moe_asr.audio import audio_info, load_audio
     from moe_asr.data.datadir import load_datadir, write_table
     from moe_asr.data.features import compute_fbank
+    from moe_asr.progress import progress_bar
 
     out = Path(out_dir)
     check_outputs(out, DECODE_FILES, overwrite)
@@ -121,7 +120,7 @@ def decode_datadir(
             for rank, (text, score) in enumerate(rec.nbest, 1)
         ]
 
-    bar = tqdm(total=len(order), desc=f"decode {cfg.mode}", unit="utt", disable=not progress)
+    bar = progress_bar(len(order), desc=f"decode {cfg.mode}", unit="utt", disable=not progress)
     for i in range(0, len(order), cfg.batch_size):
         batch: list[tuple[str, Tensor, float]] = []
         for utt in order[i : i + cfg.batch_size]:

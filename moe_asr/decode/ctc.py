@@ -30,10 +30,13 @@ attention rescoring can keep.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +60,43 @@ __all__ = [
 WORD_SEP = "|"  # decoder name of the word separator (flashlight's silence token)
 _SPACE = "▁"
 _NEVER = -1.0e5  # log-prob of the appended silence column: never emitted, still finite
+
+
+# what KenLM writes to the process's stderr (C++) whenever it reads an ARPA file: a hint to
+# build a binary, the path, and a 100-character progress bar; a binary needs KenLM's tools,
+# which are not a dependency, so the lines are dropped (anything else is passed on)
+_KENLM_NOISE = re.compile(
+    r"^(Loading the LM will be faster if you build a binary file\.|Reading .*|[-*0-9 ]*)$"
+)
+
+
+@contextlib.contextmanager
+def _drop_kenlm_banner() -> Iterator[None]:
+    """Capture file descriptor 2 while KenLM loads; re-emit every line but its banner."""
+    fd = 2  # C++ writes to the process's fd 2, whatever sys.stderr is now
+    try:
+        os.fstat(fd)
+    except OSError:  # no stderr at all: nothing to filter
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [
+                line
+                for line in tmp.read().decode("utf-8", "replace").splitlines()
+                if not _KENLM_NOISE.match(line.strip())
+            ]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
 
 
 class DecodeError(UserError):
@@ -178,22 +218,23 @@ class CtcBeamDecoder:
                     f.write("".join(n + "\n" for n in names))
                     lm_dict = f.name
         try:
-            self._decoder = ctc_decoder(
-                lexicon=lexicon,
-                tokens=names,
-                lm=lm,
-                lm_dict=lm_dict,
-                nbest=nbest,
-                beam_size=beam,
-                beam_threshold=beam_threshold,
-                lm_weight=lm_weight if lm else 0.0,
-                word_score=word_score,
-                sil_score=0.0 if lexicon else word_score,
-                blank_token=names[blank],
-                sil_token=WORD_SEP,
-                unk_word=UNK if lexicon else names[1],
-                log_add=True,
-            )
+            with _drop_kenlm_banner() if lm else contextlib.nullcontext():
+                self._decoder = ctc_decoder(
+                    lexicon=lexicon,
+                    tokens=names,
+                    lm=lm,
+                    lm_dict=lm_dict,
+                    nbest=nbest,
+                    beam_size=beam,
+                    beam_threshold=beam_threshold,
+                    lm_weight=lm_weight if lm else 0.0,
+                    word_score=word_score,
+                    sil_score=0.0 if lexicon else word_score,
+                    blank_token=names[blank],
+                    sil_token=WORD_SEP,
+                    unk_word=UNK if lexicon else names[1],
+                    log_add=True,
+                )
         except (RuntimeError, ValueError) as e:
             raise DecodeError(
                 f"{lm_path or 'ctc decoder'}: cannot set up the beam search: {e}"

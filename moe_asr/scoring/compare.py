@@ -45,6 +45,8 @@ class CompareRow:
     ci_high: float
     p_b_not_better: float
     p_value: float
+    cer_a: float | None = None  # None unless CER was asked for
+    cer_b: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,7 +92,7 @@ class CompareReport:
 
 
 def _row(
-    a: list[UttScore], b: list[UttScore], *, n_boot: int, rng: np.random.Generator
+    a: list[UttScore], b: list[UttScore], *, n_boot: int, rng: np.random.Generator, cer: bool
 ) -> CompareRow:
     assert [u.utt for u in a] == [u.utt for u in b]
     ea = np.array([u.errors for u in a], dtype=np.int64)  # (N,)
@@ -126,7 +128,14 @@ def _row(
         ci_high=hi,
         p_b_not_better=p_nb,
         p_value=p,
+        cer_a=_cer(a) if cer else None,
+        cer_b=_cer(b) if cer else None,
     )
+
+
+def _cer(utts: list[UttScore]) -> float:
+    chars = sum(u.ref_chars for u in utts)
+    return float(percent_rate(np.int64(sum(u.char_errors for u in utts)), np.int64(chars)))
 
 
 def compare(
@@ -140,8 +149,10 @@ def compare(
     n_boot: int = 1000,
     seed: int = 0,
     names: tuple[str, str] = ("A", "B"),
+    cer: bool = False,
 ) -> CompareReport:
-    """Per-group WER of systems A and B on ``refs``, with paired-bootstrap significance.
+    """Per-group WER of systems A and B on ``refs``, with paired-bootstrap significance
+    (and CER of both with ``cer``).
 
     Missing hypotheses count as all deletions for that system (listed in the report);
     hypotheses for unknown utterances are an error unless ``allow_extra``.
@@ -150,10 +161,10 @@ def compare(
     check_n_boot(n_boot)
     extra_a = check_hyps(refs, hyps_a, allow_extra=allow_extra)
     extra_b = check_hyps(refs, hyps_b, allow_extra=allow_extra)
-    ua = align_utterances(refs, hyps_a, normalizer=normalizer)
-    ub = align_utterances(refs, hyps_b, normalizer=normalizer)
+    ua = align_utterances(refs, hyps_a, normalizer=normalizer, cer=cer)
+    ub = align_utterances(refs, hyps_b, normalizer=normalizer, cer=cer)
     assigned, ungrouped = assign_groups([u.utt for u in ua], groups)
-    overall = _row(ua, ub, n_boot=n_boot, rng=group_rng(seed))
+    overall = _row(ua, ub, n_boot=n_boot, rng=group_rng(seed), cer=cer)
     by_group: dict[str, dict[str, CompareRow]] = {}
     for name, table in assigned.items():
         idx: dict[str, list[int]] = {}
@@ -165,6 +176,7 @@ def compare(
                 [ub[i] for i in idx[v]],
                 n_boot=n_boot,
                 rng=group_rng(seed, name, v),
+                cer=cer,
             )
             for v in sorted(idx)
         }

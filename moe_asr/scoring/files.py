@@ -1,7 +1,8 @@
 """Scoring from files: Kaldi ``text``, ``hyp.txt`` and ``utt2<group>`` tables.
 
 Errors name the file they concern; ``utt2spk`` next to the reference (if present)
-gives the speaker ids of the trn files.
+gives the speaker ids of the trn files. The reference may be a data dir (its ``text``);
+a group given by name alone (``accent``) is that data dir's ``utt2accent``.
 """
 
 from __future__ import annotations
@@ -13,26 +14,55 @@ from moe_asr.scoring.compare import CompareReport, compare
 from moe_asr.scoring.core import ScoreReport, ScoringError, score
 from moe_asr.scoring.normalize import Normalizer, NormalizerError, load_word_map
 
-__all__ = ["parse_group_spec", "read_groups", "make_normalizer", "score_files", "compare_files"]
+__all__ = [
+    "parse_group_spec",
+    "read_groups",
+    "resolve_ref",
+    "make_normalizer",
+    "score_files",
+    "compare_files",
+]
 
 
-def parse_group_spec(spec: str) -> tuple[str, Path]:
-    """``DIR/utt2accent`` -> ("accent", path); ``name=PATH`` names the group explicitly."""
+def resolve_ref(ref: str | Path) -> Path:
+    """The reference ``text`` file: ``ref`` itself, or ``ref/text`` for a data dir."""
+    ref = Path(ref)
+    if ref.is_dir():
+        if not (ref / "text").is_file():
+            raise ScoringError(f"{ref}: a data dir given as --ref needs a `text` file")
+        return ref / "text"
+    return ref
+
+
+def parse_group_spec(spec: str, data_dir: str | Path | None = None) -> tuple[str, Path]:
+    """``DIR/utt2accent`` -> ("accent", path); ``name=PATH`` names the group explicitly; a
+    bare name (``accent``, ``spk``) that is no file is ``data_dir/utt2<name>``."""
     if "=" in spec:
         name, path = spec.split("=", 1)
         if name and "/" not in name:
             return name, Path(path)
     path = Path(spec)
+    if data_dir is not None and "/" not in spec and not path.exists():
+        name = spec[4:] if spec.startswith("utt2") else spec
+        found = Path(data_dir) / f"utt2{name}"
+        if not found.is_file():
+            have = sorted(p.name for p in Path(data_dir).glob("utt2*"))
+            raise ScoringError(
+                f"--group {spec}: no file {spec} and no {found} (that dir has: "
+                f"{', '.join(have) or 'no utt2* files'})"
+            )
+        return name, found
     fname = path.name
     return (fname[4:] if fname.startswith("utt2") and len(fname) > 4 else fname), path
 
 
-def read_groups(specs: list[str]) -> dict[str, dict[str, str]]:
-    """name -> utt -> label for each ``--group`` spec; a repeated name is an error."""
+def read_groups(specs: list[str], data_dir: str | Path | None = None) -> dict[str, dict[str, str]]:
+    """name -> utt -> label for each ``--group`` spec (bare names resolved in ``data_dir``);
+    a repeated name is an error."""
     groups: dict[str, dict[str, str]] = {}
     where: dict[str, Path] = {}
     for spec in specs:
-        name, path = parse_group_spec(spec)
+        name, path = parse_group_spec(spec, data_dir)
         if name in groups:
             raise ScoringError(
                 f"{path}: group name {name!r} is already given by {where[name]}; "
@@ -70,11 +100,12 @@ def score_files(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> ScoreReport:
-    """:func:`score` on files: ``ref`` (Kaldi text), ``hyp`` (``utt words``; words optional)."""
-    ref, hyp = Path(ref), Path(hyp)
+    """:func:`score` on files: ``ref`` (Kaldi text or its data dir), ``hyp`` (``utt words``;
+    words optional)."""
+    ref, hyp = resolve_ref(ref), Path(hyp)
     refs = read_table(ref, allow_empty=True)
     hyps = read_table(hyp, allow_empty=True)
-    groups = read_groups(list(group_specs or []))
+    groups = read_groups(list(group_specs or []), ref.parent)
     try:
         return score(
             refs,
@@ -101,12 +132,13 @@ def compare_files(
     allow_extra: bool = False,
     n_boot: int = 1000,
     seed: int = 0,
+    cer: bool = False,
 ) -> CompareReport:
     """:func:`compare` on files; the systems are named by their hypothesis paths."""
-    ref = Path(ref)
+    ref = resolve_ref(ref)
     refs = read_table(ref, allow_empty=True)
     hyps = [read_table(Path(h), allow_empty=True) for h in (hyp_a, hyp_b)]
-    groups = read_groups(list(group_specs or []))
+    groups = read_groups(list(group_specs or []), ref.parent)
     for h, table in zip((hyp_a, hyp_b), hyps):
         extra = sorted(set(table) - set(refs))
         if extra and not allow_extra:
@@ -124,4 +156,5 @@ def compare_files(
         n_boot=n_boot,
         seed=seed,
         names=(str(hyp_a), str(hyp_b)),
+        cer=cer,
     )

@@ -34,6 +34,13 @@ def _num(x: float | None, digits: int = 2) -> str:
     return "-" if x is None or math.isnan(x) else f"{x:.{digits}f}"
 
 
+def _p(x: float) -> str:
+    """A p-value: three decimals, ``< 0.001`` below that (a bootstrap cannot say more)."""
+    if math.isnan(x):
+        return "-"
+    return "< 0.001" if x < 0.001 else f"{x:.3f}"
+
+
 def _ci(lo: float, hi: float) -> str:
     return "-" if math.isnan(lo) else f"[{lo:.2f}, {hi:.2f}]"
 
@@ -123,13 +130,22 @@ def format_alignments(report: ScoreReport) -> str:
         "",
     ]
     for u in sorted(report.utterances, key=lambda u: (-u.errors, u.utt)):
-        labels = "".join(f"  {n}: {t[u.utt]}" for n, t in report.groups.items())
+        # the speaker once: a `spk` group repeats utt2spk, and the trn id is shown only
+        # when it is not the utterance id itself (ids that do not start with the speaker)
+        labels = "".join(
+            f"  {n}: {t[u.utt]}"
+            for n, t in report.groups.items()
+            if not (n == "spk" and t.get(u.utt) == u.spk)
+        )
         hits = sum(1 for o in u.ops if o[0] == "C")
-        out.append(f"utt: {u.utt}  spk: {u.spk}{labels}")
-        out.append(f"id: ({trn_id(u)})" + ("  NO HYPOTHESIS (all deletions)" if u.missing else ""))
+        tid = trn_id(u)
+        out.append(
+            f"utt: {u.utt}  spk: {u.spk}{labels}" + (f"  trn: ({tid})" if tid != u.utt else "")
+        )
         out.append(
             f"Scores: (#C #S #D #I) {hits} {u.sub} {u.del_} {u.ins}  "
             f"errors {u.errors} / {len(u.ref)} words"
+            + ("  NO HYPOTHESIS (all deletions)" if u.missing else "")
         )
         ref, hyp, ev = [], [], []
         for op, r, h in u.ops:
@@ -177,8 +193,10 @@ def write_outputs(
 
 def _compare_line(label: str, r: CompareRow) -> str:
     cells = [label, str(r.utts), str(r.ref_words), _num(r.wer_a), _num(r.wer_b)]
-    cells += [_num(r.delta), _ci(r.ci_low, r.ci_high), _num(r.p_b_not_better, 3)]
-    cells += [_num(r.p_value, 3)]
+    cells += [_num(r.delta), _ci(r.ci_low, r.ci_high), _p(r.p_b_not_better)]
+    cells += [_p(r.p_value)]
+    if r.cer_a is not None:
+        cells += [_num(r.cer_a), _num(r.cer_b)]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -186,6 +204,8 @@ def format_compare_markdown(report: CompareReport) -> str:
     """Overall and per-group WER of A and B, the delta (B - A), its CI and p-values."""
     cols = ["set", "utts", "words", "WER A %", "WER B %", "delta", "95% CI of delta"]
     cols += ["P(B not better)", "p (two-sided)"]
+    if report.overall.cer_a is not None:
+        cols += ["CER A %", "CER B %"]
 
     def table(first: str) -> list[str]:
         c = [first, *cols[1:]]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -247,9 +246,9 @@ def _render_to_file(plan: UttPlan) -> tuple[str, float | None, str | None]:
 
 
 def _run_plans(plans: list[UttPlan], wav_dir: Path, sample_rate: int, nj: int, progress: bool):
-    from tqdm import tqdm
+    from moe_asr.progress import progress_bar
 
-    bar = tqdm(total=len(plans), desc="synth", unit="utt", file=sys.stderr, disable=not progress)
+    bar = progress_bar(len(plans), desc="synth", unit="utt", disable=not progress)
     results = []
     try:
         if nj <= 1:

@@ -1,8 +1,12 @@
-"""Training logs: TensorBoard scalars, a plain ``train.log``, and a tqdm progress bar.
+"""Training logs: TensorBoard scalars, a plain ``train.log``, and a progress display
+(``moe_asr.progress``: tqdm on a terminal, a line per 10% in a log).
 
-Per step: every loss term, learning rate, gradient norm, and for each MoE layer the
+Per step: every loss term, learning rate, gradient norm, and for each MoE feed-forward the
 expert load (share of real frames whose top-1 choice is each expert) and the mean
-router entropy. Only rank 0 writes (``enabled=False`` elsewhere).
+router entropy, named as the report names them: ``layer3`` or, when a layer has two MoE
+feed-forwards (macaron), ``layer3a``/``layer3b``. Per epoch: dev loss/CER and the train
+loss, at the global step of the epoch's end so that they overlay the step curves.
+Only rank 0 writes (``enabled=False`` elsewhere).
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
+
+from moe_asr.progress import progress_bar
 
 __all__ = ["TrainLogger", "routing_summary"]
 
@@ -21,8 +26,13 @@ _LOSS_TERMS = ("loss", "ctc", "att", "moe_balance", "z_loss", "diversity", "labe
 
 @torch.no_grad()
 def routing_summary(router_stats: list) -> list[dict]:
-    """Per MoE layer: {'layer', 'load': [E] top-1 share over real frames, 'entropy'}."""
+    """Per MoE feed-forward: {'layer', 'name', 'load': [E] top-1 share over real frames,
+    'entropy'}; ``name`` is ``"3"``, or ``"3a"``/``"3b"`` for the first/second macaron half
+    of a layer with two (as ``RoutingData.layer_names`` in the report)."""
     out = []
+    per_layer: dict[int, int] = {}
+    for rs in router_stats:
+        per_layer[int(rs.layer)] = per_layer.get(int(rs.layer), 0) + 1
     for rs in router_stats:
         mask = rs.mask.reshape(-1)
         top1 = rs.topk_idx[..., 0].reshape(-1)[mask]
@@ -30,7 +40,11 @@ def routing_summary(router_stats: list) -> list[dict]:
         e = probs.shape[-1]
         load = torch.bincount(top1, minlength=e).float() / max(1, top1.numel())
         entropy = -(probs * probs.clamp_min(1e-9).log()).sum(-1).mean()
-        out.append({"layer": rs.layer, "load": load.tolist(), "entropy": float(entropy)})
+        half = int(getattr(rs, "half", 0))
+        name = f"{rs.layer}{'ab'[half]}" if per_layer[int(rs.layer)] > 1 else f"{rs.layer}"
+        out.append(
+            {"layer": rs.layer, "name": name, "load": load.tolist(), "entropy": float(entropy)}
+        )
     return out
 
 
@@ -61,15 +75,10 @@ class TrainLogger:
         if self.enabled:
             self._log.warning(msg)
 
-    def progress(self, total: int, *, initial: int = 0, desc: str = "") -> tqdm:
-        return tqdm(
-            total=total,
-            initial=initial,
-            desc=desc,
-            disable=not self.enabled,
-            dynamic_ncols=True,
-            leave=False,
-            file=sys.stderr,
+    def progress(self, total: int, *, initial: int = 0, desc: str = ""):
+        """A tqdm bar on a terminal; in a log, a line per 10% of the epoch."""
+        return progress_bar(
+            total, initial=initial, desc=desc, unit="batch", disable=not self.enabled, leave=False
         )
 
     def log_step(self, step: int, out, lr: float, grad_norm: float) -> None:
@@ -83,12 +92,12 @@ class TrainLogger:
         parts = [f"step {step}", *(f"{k} {v:.4f}" for k, v in terms.items() if v), f"lr {lr:.2e}"]
         parts.append(f"grad_norm {grad_norm:.2f}")
         for layer in routing_summary(out.router_stats):
-            i = layer["layer"]
-            self._tb.add_scalar(f"moe/layer{i}/entropy", layer["entropy"], step)
+            name = layer["name"]
+            self._tb.add_scalar(f"moe/layer{name}/entropy", layer["entropy"], step)
             for e, share in enumerate(layer["load"]):
-                self._tb.add_scalar(f"moe/layer{i}/load_expert{e}", share, step)
+                self._tb.add_scalar(f"moe/layer{name}/load_expert{e}", share, step)
             loads = " ".join(f"{x:.2f}" for x in layer["load"])
-            parts.append(f"L{i} load [{loads}] H {layer['entropy']:.2f}")
+            parts.append(f"L{name} load [{loads}] H {layer['entropy']:.2f}")
         self._log.info("; ".join(parts))
 
     def log_epoch(self, record: dict) -> None:
@@ -96,7 +105,8 @@ class TrainLogger:
             return
         for k, v in record.items():
             if k.startswith(("dev_", "train_")) and isinstance(v, float):
-                self._tb.add_scalar(f"epoch/{k}", v, record["epoch"])
+                # x = global step (not the epoch number): overlays the train/* curves
+                self._tb.add_scalar(f"epoch/{k}", v, record.get("step", record["epoch"]))
         self._log.info(
             "; ".join(
                 f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()

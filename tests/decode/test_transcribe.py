@@ -166,7 +166,9 @@ def test_long_files_are_windowed_and_stitched(setup):
     result = transcriber.transcribe(str(path))
     assert result.error is None
     # one batch of every window's features, in order; an empty window adds no text
-    assert stub.seen == [compute_fbank(wav[a:b], pkg.config.data.features).shape[0] for a, b in spans]
+    assert stub.seen == [
+        compute_fbank(wav[a:b], pkg.config.data.features).shape[0] for a, b in spans
+    ]
     assert result.text == "bad cab face"
     # a token spiking at encoder frame k of window w lies at spans[w] start + k * fs
     starts = [a / SR for a, _ in spans]

@@ -4,55 +4,10 @@ well formed, and a rerun skips finished stages and redoes an unfinished one."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from html.parser import HTMLParser
-from pathlib import Path
-
-import pytest
 
 from moe_asr.data.datadir import load_datadir, validate_datadir
-
-RECIPE = Path(__file__).resolve().parents[2] / "egs" / "synth_accents" / "asr1"
-MODES = ["ctc_greedy", "ctc_prefix_beam+lm", "attention_rescoring"]
-
-
-def _run(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    cmd = [
-        str(RECIPE / "run.sh"),
-        "--train-utts",
-        "40",
-        "--accents",
-        "en-us,es,fr",
-        "--noise",
-        "clean,white",
-        "--data-root",
-        str(tmp / "data"),
-        "--exp-root",
-        str(tmp / "exp"),
-        "--train-config",
-        "conf/tiny.yaml",
-        "--nj",
-        "2",
-        "--num-avg",
-        "2",
-        "--decode-modes",
-        " ".join(MODES),
-        "--report-max-utts",
-        "40",
-        *extra,
-    ]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r
-
-
-@pytest.fixture(scope="module")
-def recipe_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("recipe")
-    return tmp, _run(tmp)
+from tests.recipes.synth_run import MODES, run_recipe
 
 
 def test_every_stage_leaves_well_formed_outputs(recipe_run):
@@ -103,7 +58,7 @@ def test_rerun_skips_done_stages_and_redoes_the_unfinished_one(recipe_run):
     (exp / ".done.average").unlink()
     cmvn_marker = tmp / "data" / ".done" / "stage2"
     cmvn_marker.unlink()
-    r = _run(tmp)
+    r = run_recipe(tmp)
     for n, name in enumerate(["data", "validate", "cmvn", "tokenizer", "train", "average"]):
         if name not in ("cmvn", "average"):
             assert f"stage {n} ({name}): done before" in r.stdout

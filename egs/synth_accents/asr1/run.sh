@@ -1,34 +1,27 @@
 #!/usr/bin/env bash
 # Synthetic accented, noisy English (espeak-ng voices, generated here; nothing to download).
-# Usage: ./run.sh [--stage N] [--stop-stage N] [--train-config conf/moe.yaml] [--nj 2] ...
+# Usage: ./run.sh [--stage N] [--train-config conf/demo.yaml] [--train-utts 4000] ...; every
+# option of recipes/asr.sh is accepted, in any order: ./run.sh --help lists them.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-train_config=conf/moe.yaml
+# begin options
+train_config=conf/moe.yaml   # demo, dense, moe, moe_guided, tiny (CI size) in conf/
 train_utts=3000           # utterances per split; dev/test get a tenth each
 accents=all               # comma-separated accent names, or all (every voice the check keeps)
-noise="clean,white,pink,babble"
-snrs="10,20"
-seed=0
-
-# options for this script are peeled off before the shared ones
-args=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --train-utts | --accents | --noise | --snrs | --seed)
-      declare "$(echo "${1#--}" | tr - _)=$2"
-      shift 2
-      ;;
-    *)
-      args+=("$1")
-      shift
-      ;;
-  esac
-done
+noise="clean,white,pink,babble"  # noise conditions mixed into the audio
+snrs="10,20"              # SNRs in dB of the noisy conditions
+seed=0                    # synthesis seed
+token_type=char
+decode_modes="ctc_greedy ctc_prefix_beam+lm attention_rescoring+lm"
+# end options
+help_message="Usage: $0 [options]   (synthetic accented English; make demo runs it)"
+po_pass_through=true
+. ../../../recipes/parse_options.sh
 
 exec ../../../recipes/asr.sh \
   --train-config "$train_config" \
   --local-data-opts "--train-utts $train_utts --accents $accents --noise $noise --snrs $snrs --seed $seed" \
-  --token-type char \
-  --decode-modes "ctc_greedy ctc_prefix_beam+lm attention_rescoring+lm" \
-  "${args[@]}"
+  --token-type "$token_type" \
+  --decode-modes "$decode_modes" \
+  ${po_rest[@]+"${po_rest[@]}"} "$@"

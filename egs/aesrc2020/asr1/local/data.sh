@@ -11,4 +11,10 @@ help_message="Usage: $0 --corpus-dir DIR [--data-root DIR]"
 
 . "$(dirname "$0")/../../../../recipes/parse_options.sh"
 
+if ! { [ -d "$corpus_dir" ]; }; then
+  echo "$0: corpus not found at $corpus_dir: $(cd "$(dirname "$0")/.." && pwd)/README.md says where to" \
+    "get it (licence, download link) and the layout read; pass --corpus-dir DIR" >&2
+  exit 1
+fi
+
 moe-asr prepare-corpus aesrc "$corpus_dir" "$data_root"

@@ -12,6 +12,12 @@ help_message="Usage: $0 --corpus-dir DIR [--data-root DIR] [--download true]"
 
 . "$(dirname "$0")/../../../../recipes/parse_options.sh"
 
+if ! { [ "$download" = true ] || [ -d "$corpus_dir" ]; }; then
+  echo "$0: corpus not found at $corpus_dir: $(cd "$(dirname "$0")/.." && pwd)/README.md says where to" \
+    "get it (licence, download link) and the layout read; pass --corpus-dir DIR" >&2
+  exit 1
+fi
+
 dl=()
 [ "$download" = true ] && dl=(--download)
 moe-asr prepare-corpus edacc "$corpus_dir" "$data_root" ${dl[@]+"${dl[@]}"}
