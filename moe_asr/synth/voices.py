@@ -96,7 +96,7 @@ MAX_SEC_PER_WORD = 0.50
 #     es, pt-br, it, de, nl, pl measured 0.00-0.15.
 MAX_ENGLISH_FRACTION = 0.8
 # (3) distinctness: see ``check_voices``. On espeak-ng 1.52, 70 of the 124 candidates in
-#     ``ACCENTS`` pass all three (tests/synth/test_synth_voices.py, marked slow).
+#     ``ACCENTS`` pass all three (tests/synth/test_synth_voices.py).
 
 _PROBES = (
     "the birch canoe slid on the smooth planks",
