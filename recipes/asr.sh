@@ -29,7 +29,7 @@ lm_order=3               # word n-gram LM from the training text (0: none)
 decode_modes="ctc_greedy attention_rescoring"  # a mode+lm (e.g. ctc_prefix_beam+lm) uses the LM
 decode_args=""           # extra `moe-asr decode` options, e.g. "--beam 30"
 report_max_utts=1000     # utterances analysed by the expert report
-report_set=""            # default: the first test set
+report_set=""            # default: the first test set; a list of sets, or all (every test set)
 # end options
 help_message="recipes/asr.sh, the shared stages, called by run.sh (options in any order):
 Stages: 0 data, 1 validate, 2 cmvn, 3 tokenizer + LM, 4 train, 5 average, 6 decode, 7 score,
@@ -40,6 +40,7 @@ Stages: 0 data, 1 validate, 2 cmvn, 3 tokenizer + LM, 4 train, 5 average, 6 deco
 
 [ -n "$tag" ] || tag="$(basename "${train_config%.*}")_${token_type}$([ "$token_type" = char ] || echo "$nbpe")"
 [ -n "$report_set" ] || report_set="${test_sets%% *}"
+[ "$report_set" != all ] || report_set="$test_sets"
 lang_dir="$data_root/lang_${token_type}$([ "$token_type" = char ] || echo "$nbpe")"
 lm_path="$data_root/lm/${lm_order}gram.arpa"
 exp_dir="$exp_root/$tag"
@@ -171,19 +172,23 @@ stage8() {
     echo "stage 8: $exp_dir is a dense model (no MoE layers): no expert report"
     return 0
   fi
-  local out="$exp_dir/report_$report_set"
-  done_before "$out" report && return 0
-  moe-asr report --model "$exp_dir/model.pt" --data "$data_root/$report_set" \
-    --max-utts "$report_max_utts" --out "$out" --overwrite
-  touch "$out/.done.report"
+  local s out
+  for s in $report_set; do
+    out="$exp_dir/report_$s"
+    done_before "$out" report && continue
+    moe-asr report --model "$exp_dir/model.pt" --data "$data_root/$s" \
+      --max-utts "$report_max_utts" --out "$out" --overwrite
+    touch "$out/.done.report"
+  done
 }
 run_stage 8 report "" stage8
 
 # Summary (also after a rerun that skipped everything): overall WER of every decode, the
-# per-accent table of the last mode, and where the report is.
+# per-accent table of each test set's last mode, and where the reports are.
 summary() {
-  local s mode out last=""
+  local s mode out last tables=()
   for s in $test_sets; do
+    last=""
     for mode in $decode_modes; do
       out="$exp_dir/decode_${s}_${mode}"
       [ -f "$out/wer.json" ] || continue
@@ -194,13 +199,17 @@ print(f"{sys.argv[2]:<40} WER {o['wer']:6.2f}%  [{o['ci_low']:.2f}, {o['ci_high'
 PY
       last="$out"
     done
+    tables+=("$last")
   done
-  if [ -n "$last" ] && [ -f "$last/wer_by_accent.md" ]; then
+  for last in "${tables[@]}"; do
+    [ -n "$last" ] && [ -f "$last/wer_by_accent.md" ] || continue
     echo
     echo "$(basename "$last"):"
     cat "$last/wer_by_accent.md"
-  fi
-  [ -f "$exp_dir/report_$report_set/report.html" ] && echo "report: $exp_dir/report_$report_set/report.html"
+  done
+  for s in $report_set; do
+    [ -f "$exp_dir/report_$s/report.html" ] && echo "report: $exp_dir/report_$s/report.html"
+  done
   return 0
 }
 if [ "$stop_stage" -ge 7 ]; then

@@ -12,7 +12,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         "synth",
         help="synthesize an accented, noisy English data dir with espeak-ng",
         description="Writes OUT/wav/*.wav (16 kHz, 16-bit) and a Kaldi data dir (wav.scp text "
-        "utt2spk spk2utt utt2accent utt2noise utt2snr utt2dur). Speakers and sentences are split "
+        "utt2spk spk2utt utt2accent utt2family utt2noise utt2snr utt2dur). Speakers and sentences are split "
         "into train/dev/test by a fixed hash, so --split builds never overlap; the same --seed "
         "gives byte-identical files for any --nj.",
     )
@@ -20,7 +20,15 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-utts", type=int, default=1000)
     p.add_argument("--split", default="train", choices=["train", "dev", "test"])
     p.add_argument(
-        "--accents", default=None, help="comma-separated accents (default: all that pass)"
+        "--accents",
+        default=None,
+        help="comma-separated accent codes and/or sets: default (the recipe's 16 accents; the "
+        "default), all (every voice that passes the check)",
+    )
+    p.add_argument(
+        "--exclude-accents",
+        default=None,
+        help="comma-separated accents removed from --accents (e.g. those of an unseen-accent set)",
     )
     p.add_argument(
         "--noise", default="clean,white,pink,babble", help="clean,white,pink,brown,babble"
@@ -38,25 +46,33 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 def _run_synth(args: argparse.Namespace) -> int:
     from moe_asr.errors import UserError
+    from moe_asr.synth.accents import DEFAULT_ACCENTS, parse_accent_list
     from moe_asr.synth.corpus import SynthConfig, build_corpus, select_accents
     from moe_asr.synth.espeak import EspeakServer
     from moe_asr.synth.noise import parse_noise_list, parse_snr_list
 
     if args.list_accents:
         with EspeakServer() as server:
-            _, checks = select_accents(server, None)
+            accepted, checks = select_accents(server, ["all"])
         for c in checks:
-            print(c)
+            print(f"{c}{' (default set)' if c.accent in DEFAULT_ACCENTS else ''}")
+        families = sorted({c.family for c in checks if c.ok})
+        print(
+            f"{len(accepted)} of {len(checks)} accents pass ({len(families)} families: "
+            f"{', '.join(families)}); default set: {len(DEFAULT_ACCENTS)} accents"
+        )
         return 0
     if not args.out:
         raise UserError("give the output directory OUT (or --list-accents)")
-    accents = None
-    if args.accents:
-        accents = tuple(a.strip() for a in args.accents.split(",") if a.strip())
     config = SynthConfig(
         num_utts=args.num_utts,
         split=args.split,
-        accents=accents,
+        accents=parse_accent_list(args.accents) if args.accents else None,
+        exclude_accents=(
+            parse_accent_list(args.exclude_accents, "--exclude-accents")
+            if args.exclude_accents
+            else ()
+        ),
         noise=tuple(parse_noise_list(args.noise)),
         snrs=tuple(parse_snr_list(args.snrs)),
         seed=args.seed,

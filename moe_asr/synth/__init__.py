@@ -1,7 +1,7 @@
 """The embedded synthetic accented, noisy English corpus (libespeak-ng through ctypes).
 
-Modules: ``espeak`` (binding + fork server), ``voices`` (accent table, speakers,
-intelligibility check), ``text`` (sentence pool), ``noise`` (noise conditions at an
+Modules: ``espeak`` (binding + fork server), ``accents`` (accent table, families, the
+default set), ``voices`` (speakers, voice check), ``text`` (sentence pool), ``noise`` (noise conditions at an
 SNR), ``corpus`` (planning and building a Kaldi data dir in parallel).
 Nothing is imported here: the espeak server imports this package and must stay lean.
 """

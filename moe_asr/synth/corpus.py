@@ -4,7 +4,7 @@
 (speaker, sentence, noise condition, SNR, babble talkers, seeds), deterministic for the
 seed; ``build_corpus`` renders the plans in worker processes (each with its own espeak
 fork server) and writes ``wav/*.wav`` (16 kHz, 16-bit PCM) plus ``wav.scp text utt2spk
-spk2utt utt2accent utt2noise utt2snr utt2dur``. Every plan carries all it needs, so the
+spk2utt utt2accent utt2family utt2noise utt2snr utt2dur``. Every plan carries all it needs, so the
 files are byte-identical for a seed whatever the number of processes.
 """
 
@@ -23,6 +23,12 @@ from moe_asr.audio import resample, save_audio
 from moe_asr.data.datadir import DataDir, read_table, write_datadir
 from moe_asr.errors import UserError
 from moe_asr.files import atomic_write_text
+from moe_asr.synth.accents import (
+    ACCENTS,
+    DEFAULT_ACCENTS,
+    accent_by_code,
+    parse_accent_list,
+)
 from moe_asr.synth.espeak import ESPEAK_RATE, VARIANTS, EspeakError, EspeakServer
 from moe_asr.synth.noise import (
     BABBLE_TALKERS,
@@ -35,7 +41,7 @@ from moe_asr.synth.noise import (
     parse_snr_list,
 )
 from moe_asr.synth.text import split_sentences
-from moe_asr.synth.voices import ACCENTS, SPLITS, Speaker, VoiceCheck, check_voice, speakers
+from moe_asr.synth.voices import SPLITS, Speaker, VoiceCheck, check_voices, speakers
 
 __all__ = [
     "SynthConfig",
@@ -48,14 +54,19 @@ __all__ = [
     "build_corpus",
 ]
 
-_DATA_FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2accent", "utt2noise", "utt2snr")
+_DATA_FILES = (
+    "wav.scp", "text", "utt2spk", "spk2utt", "utt2accent", "utt2family", "utt2noise", "utt2snr",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
 class SynthConfig:
     num_utts: int
     split: str = "train"
-    accents: tuple[str, ...] | None = None  # None: every accent that passes the voice check
+    # accent codes and/or set names ("default": DEFAULT_ACCENTS, "all": every accent that
+    # passes the voice check); None = ("default",)
+    accents: tuple[str, ...] | None = None
+    exclude_accents: tuple[str, ...] = ()  # removed from the selection (unseen-accent sets)
     noise: tuple[str, ...] = DEFAULT_NOISE
     snrs: tuple[float, ...] = DEFAULT_SNRS
     seed: int = 0
@@ -71,6 +82,10 @@ class SynthConfig:
             raise UserError(f"--utts-per-speaker must be at least 1 (got {self.utts_per_speaker})")
         parse_noise_list(list(self.noise))
         parse_snr_list(list(self.snrs))
+        if self.accents is not None:
+            parse_accent_list(self.accents)
+        if self.exclude_accents:
+            parse_accent_list(self.exclude_accents, "--exclude-accents")
 
 
 @dataclass(frozen=True)
@@ -112,19 +127,39 @@ class SynthReport:
 
 
 def select_accents(
-    server: EspeakServer, requested: tuple[str, ...] | list[str] | None
+    server: EspeakServer,
+    requested: tuple[str, ...] | list[str] | None,
+    exclude: tuple[str, ...] | list[str] = (),
 ) -> tuple[list[str], list[VoiceCheck]]:
-    """Accents to use and the measured checks; UserError when a requested accent fails."""
-    codes = list(dict.fromkeys(requested)) if requested else [a.code for a in ACCENTS]
-    checks = [check_voice(server, c) for c in codes]
-    if requested:
-        bad = [c for c in checks if not c.ok]
-        if bad:
-            raise UserError(
-                "accent(s) failed the intelligibility check: "
-                + "; ".join(str(c) for c in bad)
-                + " (drop them from --accents; `moe-asr synth --list-accents` shows all)"
-            )
+    """Accents to use and the measured checks.
+
+    ``requested`` holds accent codes and set names (``default``, ``all``; None = default).
+    Accents reached through ``all`` that fail the check are dropped; an accent named (or
+    in ``default``) that fails is a UserError, as is a selection that ``exclude`` empties.
+    """
+    items = parse_accent_list(requested) if requested else ("default",)
+    exclude = parse_accent_list(exclude, "--exclude-accents") if exclude else ()
+    named: list[str] = []
+    for item in items:
+        if item == "all":
+            continue
+        named += list(DEFAULT_ACCENTS) if item == "default" else [item]
+    codes = [a.code for a in ACCENTS] if "all" in items else []
+    # named codes first, so that they win the distinctness check against `all` extras
+    codes = [c for c in dict.fromkeys(named + codes) if c not in set(exclude)]
+    if not codes:
+        raise UserError(
+            f"no accent left: --exclude-accents {','.join(exclude)} removes every one of "
+            f"--accents {','.join(items)}"
+        )
+    checks = check_voices(server, codes)
+    bad = [c for c in checks if not c.ok and c.accent in named]
+    if bad:
+        raise UserError(
+            "accent(s) failed the intelligibility check: "
+            + "; ".join(str(c) for c in bad)
+            + " (drop them from --accents; `moe-asr synth --list-accents` shows all)"
+        )
     return [c.accent for c in checks if c.ok], checks
 
 
@@ -321,7 +356,7 @@ def build_corpus(
         raise UserError(f"--nj must be at least 1 (got {nj})")
     _check_output(out_dir, wav_dir, overwrite)
     with EspeakServer() as server:
-        accents, checks = select_accents(server, config.accents)
+        accents, checks = select_accents(server, config.accents, config.exclude_accents)
         voices = {a: server.resolve(a) for a in accents}
         missing = [v for v in VARIANTS if not server.has_variant(v)]
         if missing:
@@ -346,7 +381,11 @@ def build_corpus(
         text={p.utt: p.speech.text for p in ok},
         utt2spk={p.utt: p.spk for p in ok},
         utt2dur=dur,
-        groups={"accent": {p.utt: p.accent for p in ok}, "noise": {p.utt: p.noise for p in ok}},
+        groups={
+            "accent": {p.utt: p.accent for p in ok},
+            "family": {p.utt: accent_by_code(p.accent).family for p in ok},
+            "noise": {p.utt: p.noise for p in ok},
+        },
         extra={"snr": {p.utt: "inf" if p.snr is None else f"{p.snr:g}" for p in ok}},
     )
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -359,6 +398,7 @@ def build_corpus(
     meta = {
         "config": asdict(config),
         "accents": {a: voices[a] for a in accents},
+        "families": {a: accent_by_code(a).family for a in accents},
         "espeak_ng": version,
         "voice_checks": [asdict(c) for c in checks],
     }

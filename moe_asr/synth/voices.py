@@ -1,25 +1,25 @@
-"""Accents, speakers and the intelligibility check of the synthetic corpus.
+"""Speakers and the voice check of the synthetic corpus (the accent table is ``accents``).
 
-An accent is an espeak-ng voice reading English: native varieties use the English
-voices; second-language (L2) accents use another language's voice, whose letter-to-sound
-rules and phonology colour the English words. A speaker is an accent x voice variant
-(``+m1..+m7``, ``+f1..+f4``) x speaking rate x pitch; speakers are split into
-train/dev/test by a fixed hash, so the splits never share a speaker.
+A speaker is an accent x voice variant (``+m1..+m7``, ``+f1..+f4``) x speaking rate x
+pitch; speakers are split into train/dev/test by a fixed hash, so the splits never share
+a speaker. The voice check decides which accents of the table are usable.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from moe_asr.synth.accents import ACCENTS, Accent, accent_by_code
 from moe_asr.synth.espeak import VARIANTS, EspeakError, EspeakServer
 
 __all__ = [
-    "Accent",
+    "Accent",  # re-exported from moe_asr.synth.accents
     "ACCENTS",
+    "accent_by_code",
     "Speaker",
     "RATES",
     "PITCHES",
@@ -28,56 +28,18 @@ __all__ = [
     "MIN_SEC_PER_WORD",
     "MAX_SEC_PER_WORD",
     "MAX_ENGLISH_FRACTION",
-    "accent_by_code",
     "split_of",
     "speakers",
     "check_voice",
+    "check_voices",
 ]
 
-
-@dataclass(frozen=True)
-class Accent:
-    code: str  # the label written to utt2accent, and the espeak language code
-    kind: str  # "native" | "l2"
-    description: str
-
-
-ACCENTS: tuple[Accent, ...] = (
-    Accent(code="en-us", kind="native", description="General American"),
-    Accent(code="en-gb", kind="native", description="British English"),
-    Accent(code="en-gb-scotland", kind="native", description="Scottish English"),
-    Accent(code="en-gb-x-rp", kind="native", description="Received Pronunciation"),
-    Accent(code="en-gb-x-gbclan", kind="native", description="Lancastrian English"),
-    Accent(code="en-gb-x-gbcwmd", kind="native", description="West Midlands English"),
-    Accent(code="en-029", kind="native", description="Caribbean English"),
-    Accent(code="en-us-nyc", kind="native", description="New York City English"),
-    Accent(code="es", kind="l2", description="Spanish voice reading English"),
-    Accent(code="pt-br", kind="l2", description="Brazilian Portuguese voice reading English"),
-    Accent(code="it", kind="l2", description="Italian voice reading English"),
-    Accent(code="fr", kind="l2", description="French voice reading English"),
-    Accent(code="de", kind="l2", description="German voice reading English"),
-    Accent(code="nl", kind="l2", description="Dutch voice reading English"),
-    Accent(code="pl", kind="l2", description="Polish voice reading English"),
-    Accent(code="hi", kind="l2", description="Hindi voice reading English"),
-    Accent(code="ru", kind="l2", description="Russian voice reading English"),
-    Accent(code="vi", kind="l2", description="Vietnamese voice reading English"),
-    Accent(code="ja", kind="l2", description="Japanese voice reading English"),
-)
 
 RATES: tuple[int, ...] = (140, 155, 170, 185, 200)  # words per minute (espeak default 175)
 PITCHES: tuple[int, ...] = (30, 40, 50, 60, 70)  # espeak pitch 0..100 (default 50)
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 # Share of speakers (and sentences) per split, in tenths: 8 / 1 / 1.
 _SPLIT_OF_BUCKET = ("train",) * 8 + ("dev", "test")
-
-
-def accent_by_code(code: str) -> Accent:
-    for a in ACCENTS:
-        if a.code == code:
-            return a
-    raise EspeakError(
-        f"unknown accent {code!r}; known accents: {', '.join(a.code for a in ACCENTS)}"
-    )
 
 
 def split_of(key: str) -> str:
@@ -120,16 +82,21 @@ def speakers(accent: str, split: str) -> list[Speaker]:
 
 # The criterion a voice must meet to be used (measured on espeak-ng 1.52, default rate):
 # (1) seconds of speech per word, from first to last sample above 2% of the peak, over the
-#     probe sentences. Readable voices measured 0.24-0.38 s/word; the Japanese voice spells
-#     Latin words letter by letter ("t-h-e") and measured 1.09 s/word.
+#     probe sentences. Readable voices measured 0.24-0.46 s/word; the Japanese voice spells
+#     Latin words letter by letter ("t-h-e") and measured 1.09 s/word (so do ba, cv, ky,
+#     kok, my, nog, ti: 1.09; shn 0.92, hyw 1.02); chr, mi, mto, quc read 0.59-0.64 and hak
+#     0.52 s/word (syllable by syllable).
 MIN_SEC_PER_WORD = 0.15
 MAX_SEC_PER_WORD = 0.50
 # (2) for L2 accents: the share of phonemes that the voice hands over to its English rules
 #     (espeak marks such language switches as "(en)"). Hindi and Russian read every Latin
-#     word with the English rules (share 1.0): an English voice, not a foreign accent.
+#     word with the English rules (share 1.0): an English voice, not a foreign accent; so do
+#     most voices of languages not written in Latin script (ar, el, fa, ko, th, uk, ...).
 #     French (0.64) and Vietnamese (0.74) switch for common words only and keep an accent;
 #     es, pt-br, it, de, nl, pl measured 0.00-0.15.
 MAX_ENGLISH_FRACTION = 0.8
+# (3) distinctness: see ``check_voices``. On espeak-ng 1.52, 70 of the 124 candidates in
+#     ``ACCENTS`` pass all three (tests/synth/test_synth_voices.py).
 
 _PROBES = (
     "the birch canoe slid on the smooth planks",
@@ -148,12 +115,14 @@ class VoiceCheck:
     english_fraction: float  # L2 only; 1.0 for native voices by definition
     ok: bool
     reason: str  # empty when ok
+    family: str = ""
+    probe_sha1: str = ""  # of the probe audio: equal digests = the same voice in effect
 
     def __str__(self) -> str:
         state = "ok" if self.ok else f"rejected: {self.reason}"
         return (
-            f"{self.accent} (voice {self.voice}): {self.sec_per_word:.3f} s/word, "
-            f"English-rule share {self.english_fraction:.2f}: {state}"
+            f"{self.accent} [{self.family}] (voice {self.voice}): {self.sec_per_word:.3f} "
+            f"s/word, English-rule share {self.english_fraction:.2f}: {state}"
         )
 
 
@@ -185,8 +154,9 @@ def check_voice(server: EspeakServer, code: str) -> VoiceCheck:
     accent = accent_by_code(code)
     voice = server.resolve(code)
     words = sum(len(p.split()) for p in _PROBES)
-    seconds = sum(_speech_seconds(server.synth(p, voice), server.sample_rate) for p in _PROBES)
-    spw = seconds / words
+    pcms = [server.synth(p, voice) for p in _PROBES]
+    spw = sum(_speech_seconds(pcm, server.sample_rate) for pcm in pcms) / words
+    digest = hashlib.sha1(b"".join(pcm.tobytes() for pcm in pcms)).hexdigest()
     if accent.kind == "native":
         eng = 1.0
     else:
@@ -210,4 +180,25 @@ def check_voice(server: EspeakServer, code: str) -> VoiceCheck:
         english_fraction=eng,
         ok=not reasons,
         reason="; ".join(reasons),
+        family=accent.family,
+        probe_sha1=digest,
     )
+
+
+def check_voices(server: EspeakServer, codes: list[str] | tuple[str, ...]) -> list[VoiceCheck]:
+    """``check_voice`` for each code, plus (3): a voice whose probe audio is identical to
+    that of an earlier accepted code is rejected, since two labels for one voice cannot be
+    told apart (espeak-ng 1.52: fr-be and fr-ch sound as fr, bs as hr)."""
+    seen: dict[str, str] = {}  # probe digest -> first accepted accent
+    out = []
+    for code in codes:
+        c = check_voice(server, code)
+        if c.ok and c.probe_sha1 in seen:
+            why = (
+                f"same audio as {seen[c.probe_sha1]} on the probe sentences: not a distinct accent"
+            )
+            c = replace(c, ok=False, reason=why)
+        elif c.ok:
+            seen[c.probe_sha1] = code
+        out.append(c)
+    return out

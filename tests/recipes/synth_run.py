@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["RECIPE", "MODES", "REPO", "run_recipe"]
+__all__ = ["RECIPE", "MODES", "REPO", "SEEN", "UNSEEN", "TEST_SETS", "run_recipe"]
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "egs" / "synth_accents" / "asr1"
 MODES = ["ctc_greedy", "ctc_prefix_beam+lm", "attention_rescoring"]
+SEEN = {"en-us", "es", "fr"}
+UNSEEN = {"de", "pl", "cy", "fi"}  # germanic, slavic, celtic, uralic; de is also in --accents
+TEST_SETS = ("test", "test_unseen")
 
 
 def run_recipe(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -22,7 +25,9 @@ def run_recipe(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
         "--train-utts",
         "40",
         "--accents",
-        "en-us,es,fr",
+        "en-us,es,fr,de",
+        "--unseen-accents",
+        ",".join(sorted(UNSEEN)),
         "--noise",
         "clean,white",
         "--data-root",

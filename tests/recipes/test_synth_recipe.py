@@ -1,5 +1,6 @@
 """The synthetic recipe end to end at smoke-test size: every stage's outputs exist and are
-well formed, and a rerun skips finished stages and redoes an unfinished one."""
+well formed (the unseen-accent test set included), and a rerun skips finished stages and
+redoes an unfinished one. test_synth_data.py checks local/data.sh's options in detail."""
 
 from __future__ import annotations
 
@@ -8,37 +9,50 @@ from html.parser import HTMLParser
 
 from moe_asr.data.datadir import load_datadir, validate_datadir
 from tests.recipes.synth_run import MODES, run_recipe
+    for mode in MODES:  # the unseen-accent set was finished: skipped
+        assert f"decode_test_unseen_{mode}: decode done before" in r.stdout
+    assert "report_test_unseen: report done before" in r.stdout
 
 
 def test_every_stage_leaves_well_formed_outputs(recipe_run):
     tmp, r = recipe_run
     data, exp = tmp / "data", tmp / "exp" / "tiny_char"
-    for split in ("train", "dev", "test"):
+    dds = {}
+    for split in ("train", "dev", *TEST_SETS):
         assert validate_datadir(data / split) == []
-    train, test = load_datadir(data / "train"), load_datadir(data / "test")
+        dds[split] = load_datadir(data / split)
+        accent, family = dds[split].groups["accent"], dds[split].groups["family"]
+        assert family.keys() == accent.keys()
+        assert all(family[u] == accent_by_code(a).family for u, a in accent.items())
+    train, test = dds["train"], dds["test"]
     assert set(train.utt2spk.values()).isdisjoint(test.utt2spk.values())  # held-out speakers
-    assert set(test.groups["accent"].values()) == {"en-us", "es", "fr"}
+    for split in ("train", "dev", "test"):  # de is held out of them
+        assert set(dds[split].groups["accent"].values()) == SEEN, split
+    unseen = dds["test_unseen"]
+    assert set(unseen.groups["accent"].values()) == UNSEEN
+    assert len(unseen.utt2spk) == len(test.utt2spk)  # the size of test
+    assert set(unseen.utt2spk.values()).isdisjoint(train.utt2spk.values())
+    assert set(unseen.text.values()).isdisjoint(train.text.values())
     cmvn = json.loads((data / "train" / "cmvn.json").read_text())
     assert len(cmvn["mean"]) == 80 and cmvn["count"] > 0
     assert (data / "lang_char" / ".done").exists() and (data / "lm" / "3gram.arpa").exists()
     assert (exp / "config.yaml").exists() and (exp / "checkpoints" / "epoch-1.pt").exists()
     assert (exp / "model.pt").exists()
-    for mode in MODES:
-        out = exp / f"decode_test_{mode}"
+    for split, mode in ((s, m) for s in TEST_SETS for m in MODES):  # every test set decoded
+        out = exp / f"decode_{split}_{mode}"
         hyp = (out / "hyp.txt").read_text().splitlines()
-        assert {line.split()[0] for line in hyp} == set(test.utt2spk)
+        assert {line.split()[0] for line in hyp} == set(dds[split].utt2spk)
         wer = json.loads((out / "wer.json").read_text())
-        assert wer["overall"]["utts"] == len(test.utt2spk)
-        for group in ("accent", "noise", "spk"):
+        assert wer["overall"]["utts"] == len(dds[split].utt2spk)
+        for group in ("accent", "family", "noise", "spk"):
             assert (out / f"wer_by_{group}.md").exists()
-    assert "| en-us" in r.stdout and "accent" in r.stdout  # per-accent table printed
-    report = exp / "report_test"
-    html = (report / "report.html").read_text()
-    parser = HTMLParser()
-    parser.feed(html)
-    assert (
-        json.loads((report / "report.json").read_text())["groups"]["accent"]["nmi_mean"] is not None
-    )
+    assert "| en-us" in r.stdout and "| cy" in r.stdout  # per-accent tables printed
+    for split in TEST_SETS:
+        report = exp / f"report_{split}"
+        parser = HTMLParser()
+        parser.feed((report / "report.html").read_text())
+        groups = json.loads((report / "report.json").read_text())["groups"]
+        assert groups["accent"]["nmi_mean"] is not None
     for n in range(9):
         assert (exp / "logs" / f"stage{n}.log").exists()
 
@@ -60,6 +74,7 @@ def test_rerun_skips_done_stages_and_redoes_the_unfinished_one(recipe_run):
     cmvn_marker.unlink()
     r = run_recipe(tmp)
     for n, name in enumerate(["data", "validate", "cmvn", "tokenizer", "train", "average"]):
+<<<<<<< HEAD
         if name not in ("cmvn", "average"):
             assert f"stage {n} ({name}): done before" in r.stdout
     assert cmvn_marker.exists() and (exp / ".done.average").exists()  # redone
@@ -71,4 +86,15 @@ def test_rerun_skips_done_stages_and_redoes_the_unfinished_one(recipe_run):
     assert "== test / ctc_greedy" in r.stdout  # scored again
     assert json.loads((greedy / "wer.json").read_text())["overall"]["utts"] > 0
     assert (exp / "report_test" / ".done.report").exists()
+=======
+        assert f"stage {n} ({name}): done before" in r.stdout
+    for split, mode in ((s, m) for s in TEST_SETS for m in MODES):
+        assert f"decode_{split}_{mode}: decode done before" in r.stdout
+    assert f"decode_test_{MODES[1]}: score done before" in r.stdout
+    assert "== test / ctc_greedy" in r.stdout  # scored again
+    assert (greedy / "wer.json").exists()
+    for split in TEST_SETS:
+        assert f"report_{split}: report done before" in r.stdout
+>>>>>>> synth
     assert "== summary" in r.stdout and "test/ctc_greedy" in r.stdout
+    assert "test_unseen/ctc_greedy" in r.stdout

@@ -1,6 +1,7 @@
 """Building a data dir: validity, reproducibility across --nj, splits, failures, CLI."""
 
 import hashlib
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from moe_asr.cli import main
 from moe_asr.data.datadir import load_datadir, validate_datadir
 from moe_asr.errors import UserError
 from moe_asr.synth import corpus as corpus_mod
-from moe_asr.synth.corpus import SynthConfig, build_corpus, plan_corpus
+from moe_asr.synth.accents import DEFAULT_ACCENTS
+from moe_asr.synth.corpus import SynthConfig, build_corpus, plan_corpus, select_accents
 from moe_asr.synth.text import split_sentences
 
 ACCENTS = ("en-us", "en-gb-scotland", "es")
@@ -32,6 +34,19 @@ def test_build_is_valid_complete_and_reproducible_across_nj(tmp_path):
     assert validate_datadir(tmp_path / "a", check_audio=True) == []
     dd = load_datadir(tmp_path / "a")
     assert set(dd.groups["accent"].values()) == set(ACCENTS)
+    family = dd.groups["family"]  # utt2family, consistent with utt2accent
+    assert family.keys() == dd.groups["accent"].keys()
+    assert {(a, family[u]) for u, a in dd.groups["accent"].items()} == {
+        ("en-us", "native-english"),
+        ("en-gb-scotland", "native-english"),
+        ("es", "romance"),
+    }
+    meta = json.loads((tmp_path / "a" / "synth.json").read_text())
+    assert meta["families"] == {
+        "en-us": "native-english",
+        "en-gb-scotland": "native-english",
+        "es": "romance",
+    }
     assert sorted(set(dd.groups["noise"].values())) == ["babble", "clean", "white"]
     snr = dd.extra["snr"]
     assert all((snr[u] == "inf") == (dd.groups["noise"][u] == "clean") for u in dd.utt_ids)
@@ -112,3 +127,50 @@ def test_cli_refuses_to_overwrite_and_rejects_bad_options(tmp_path, capsys):
     assert "intelligibility" in capsys.readouterr().err
     with pytest.raises(UserError, match="num-utts"):
         SynthConfig(num_utts=0)
+
+
+def test_accent_selection_expands_sets_and_removes_exclusions(espeak_server):
+    default, _ = select_accents(espeak_server, None)
+    assert sorted(default) == sorted(DEFAULT_ACCENTS)
+    assert select_accents(espeak_server, ["default"])[0] == default
+    got, checks = select_accents(espeak_server, ["default", "cy"], ["es", "pl", "fi"])
+    assert set(got) == set(DEFAULT_ACCENTS) - {"es", "pl"} | {"cy"}
+    assert {c.accent for c in checks} == set(got)  # excluded accents are not even checked
+    with pytest.raises(UserError, match="intelligibility check: ja"):  # named: must pass
+        select_accents(espeak_server, ["en-us", "ja"])
+    with pytest.raises(UserError, match="no accent left"):
+        select_accents(espeak_server, ["es", "fr"], ["fr", "es"])
+    with pytest.raises(UserError, match="unknown accent"):
+        select_accents(espeak_server, ["default"], ["klingon"])
+    with pytest.raises(UserError, match="unknown accent"):
+        SynthConfig(num_utts=3, accents=("en-us", "xx"))
+
+
+def test_excluded_accents_never_reach_a_plan(espeak_server):
+    accents, _ = select_accents(espeak_server, ["en-us", "es", "de"], ["de"])
+    voices = {a: espeak_server.resolve(a) for a in accents}
+    plans = plan_corpus(SynthConfig(num_utts=60, noise=("babble",), seed=1), voices)
+    used = {p.accent for p in plans} | {t.voice for p in plans for t in p.babble}
+    assert {p.accent for p in plans} == {"en-us", "es"} and "de" not in used
+
+
+def test_cli_excludes_accents_and_lists_families(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "g"
+    args = ["synth", str(out), "--num-utts", "4", "--accents", "en-us,es", "--quiet"]
+    assert main([*args, "--exclude-accents", "es", "--noise", "clean"]) == 0
+    assert set((out / "utt2accent").read_text().split()[1::2]) == {"en-us"}
+    assert set((out / "utt2family").read_text().split()[1::2]) == {"native-english"}
+    assert main(["synth", str(tmp_path / "h"), "--accents", "es", "--exclude-accents", "es"]) == 1
+    assert "no accent left" in capsys.readouterr().err
+
+    def two(server, requested, exclude=()):  # the CLI checks `all`; two voices keep it quick
+        assert list(requested) == ["all"]
+        return real(server, ["en-us", "cy"])
+
+    real = corpus_mod.select_accents
+    monkeypatch.setattr(corpus_mod, "select_accents", two)
+    assert main(["synth", "--list-accents"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("en-us [native-english]") and lines[0].endswith("(default set)")
+    assert lines[1].startswith("cy [celtic]") and "ok" in lines[1]
+    assert lines[2].startswith("2 of 2 accents pass (2 families")

@@ -8,7 +8,10 @@ cd "$(dirname "$0")"
 # begin options
 train_config=conf/moe.yaml   # demo, dense, moe, moe_guided, tiny (CI size) in conf/
 train_utts=3000           # utterances per split; dev/test get a tenth each
-accents=all               # comma-separated accent names, or all (every voice the check keeps)
+accents=default           # accent codes, default (the 16 of make demo) or all (every voice that passes)
+unseen_accents=""         # e.g. cy,fi,tr,sw: kept out of train/dev/test, only in data/test_unseen
+unseen_noise=""           # e.g. brown: noise types not in --noise, only in data/test_unseen_noise
+unseen_snrs="0,5"         # SNRs of the unseen-noise test set
 noise="clean,white,pink,babble"  # noise conditions mixed into the audio
 snrs="10,20"              # SNRs in dB of the noisy conditions
 seed=0                    # synthesis seed
@@ -19,9 +22,22 @@ help_message="Usage: $0 [options]   (synthetic accented English; make demo runs 
 po_pass_through=true
 . ../../../recipes/parse_options.sh
 
+data_opts="--train-utts $train_utts --accents $accents --noise $noise --snrs $snrs --seed $seed"
+test_sets="test"
+if [ -n "$unseen_accents" ]; then
+  data_opts+=" --unseen-accents $unseen_accents"
+  test_sets+=" test_unseen"
+fi
+if [ -n "$unseen_noise" ]; then
+  data_opts+=" --unseen-noise $unseen_noise --unseen-snrs $unseen_snrs"
+  test_sets+=" test_unseen_noise"
+fi
+
 exec ../../../recipes/asr.sh \
   --train-config "$train_config" \
-  --local-data-opts "--train-utts $train_utts --accents $accents --noise $noise --snrs $snrs --seed $seed" \
+  --local-data-opts "$data_opts" \
+  --test-sets "$test_sets" \
+  --report-set all \
   --token-type "$token_type" \
   --decode-modes "$decode_modes" \
   ${po_rest[@]+"${po_rest[@]}"} "$@"

@@ -1,22 +1,45 @@
 #!/usr/bin/env bash
 # Generate train/dev/test of the synthetic corpus: disjoint speakers and sentences per split.
+# Optional held-out test sets (test speakers and sentences, the size of test):
+#   --unseen-accents A,B,..  test_unseen: these accents only; none of them in train/dev/test
+#   --unseen-noise N,..      test_unseen_noise: the test accents under noise types (at
+#                            --unseen-snrs) that --noise never uses
 set -euo pipefail
 
 nj=2
 data_root=data
 train_utts=3000
-accents=all
+accents=default
+unseen_accents=""
+unseen_noise=""
+unseen_snrs="0,5"
 noise="clean,white,pink,babble"
 snrs="10,20"
 seed=0
 . ../../../recipes/parse_options.sh
 
+for n in ${unseen_noise//,/ }; do
+  if [ "$n" = clean ] || [[ ",$noise," == *",$n,"* ]]; then
+    echo "$0: --unseen-noise $n: give noise types that --noise ($noise) does not use" >&2
+    exit 1
+  fi
+done
+
 held_out=$(( train_utts / 10 > 20 ? train_utts / 10 : 20 ))
-accent_opt=()
-[ "$accents" = all ] || accent_opt=(--accents "$accents")
+exclude=()
+[ -z "$unseen_accents" ] || exclude=(--exclude-accents "$unseen_accents")
+synth() { moe-asr synth "$@" --seed "$seed" --nj "$nj" --overwrite; }  # stage 0 redoes it
 for split in train dev test; do
   n=$train_utts
   [ "$split" = train ] || n=$held_out
-  moe-asr synth "$data_root/$split" --split "$split" --num-utts "$n" "${accent_opt[@]}" \
-    --noise "$noise" --snrs "$snrs" --seed "$seed" --nj "$nj" --overwrite  # stage 0 redoes it
+  synth "$data_root/$split" --split "$split" --num-utts "$n" --accents "$accents" "${exclude[@]}" \
+    --noise "$noise" --snrs "$snrs"
 done
+if [ -n "$unseen_accents" ]; then
+  synth "$data_root/test_unseen" --split test --num-utts "$held_out" --accents "$unseen_accents" \
+    --noise "$noise" --snrs "$snrs"
+fi
+if [ -n "$unseen_noise" ]; then
+  synth "$data_root/test_unseen_noise" --split test --num-utts "$held_out" --accents "$accents" \
+    "${exclude[@]}" --noise "$unseen_noise" --snrs "$unseen_snrs"
+fi

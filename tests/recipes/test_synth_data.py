@@ -1,0 +1,69 @@
+"""local/data.sh of the synthetic recipe: which `moe-asr synth` calls its options make
+(recorded by a stand-in `moe-asr` on PATH, so no audio is made), and the unseen-noise rule."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+RECIPE = Path(__file__).resolve().parents[2] / "egs" / "synth_accents" / "asr1"
+
+
+def _calls(tmp: Path, *opts: str) -> tuple[subprocess.CompletedProcess, dict[str, dict]]:
+    """Run local/data.sh; returns the process and {data dir name: {option: value}}."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    log = tmp / "calls.txt"
+    stub = bin_dir / "moe-asr"
+    stub.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> {log}\necho >> {log}\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    cmd = ["local/data.sh", "--data-root", str(tmp / "data"), "--train-utts", "200", *opts]
+    r = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, env=env, timeout=60)
+    calls = {}
+    for line in log.read_text().splitlines() if log.exists() else []:
+        words = shlex.split(line)
+        assert words[0] == "synth", words
+        calls[Path(words[1]).name] = dict(zip(words[2::2], words[3::2], strict=True))
+    return r, calls
+
+
+def test_default_options_make_the_three_splits_of_the_default_accents(tmp_path):
+    r, calls = _calls(tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(calls) == ["dev", "test", "train"]
+    for name, opts in calls.items():
+        assert opts["--split"] == name and opts["--accents"] == "default"
+        assert "--exclude-accents" not in opts
+    assert calls["train"]["--num-utts"] == "200" and calls["test"]["--num-utts"] == "20"
+
+
+def test_unseen_accents_and_noise_get_their_own_test_sets(tmp_path):
+    r, calls = _calls(
+        tmp_path,
+        *("--accents", "all", "--unseen-accents", "cy,fi,tr,sw"),
+        *("--noise", "clean,white", "--unseen-noise", "brown,pink", "--unseen-snrs", "0,5"),
+    )
+    assert r.returncode == 0, r.stderr
+    assert sorted(calls) == ["dev", "test", "test_unseen", "test_unseen_noise", "train"]
+    for name in ("train", "dev", "test", "test_unseen_noise"):  # the held-out accents removed
+        assert calls[name]["--accents"] == "all"
+        assert calls[name]["--exclude-accents"] == "cy,fi,tr,sw"
+    unseen = calls["test_unseen"]
+    assert unseen["--accents"] == "cy,fi,tr,sw" and "--exclude-accents" not in unseen
+    assert unseen["--noise"] == "clean,white"  # only the accent is new
+    noisy = calls["test_unseen_noise"]
+    assert (noisy["--noise"], noisy["--snrs"]) == ("brown,pink", "0,5")
+    for name in ("test_unseen", "test_unseen_noise"):  # held-out speakers and sentences, test size
+        assert calls[name]["--split"] == "test"
+        assert calls[name]["--num-utts"] == calls["test"]["--num-utts"]
+        assert calls[name]["--seed"] == calls["test"]["--seed"]
+
+
+def test_unseen_noise_that_training_uses_is_refused(tmp_path):
+    for bad in ("white", "clean"):
+        r, calls = _calls(tmp_path, "--noise", "clean,white", "--unseen-noise", f"brown,{bad}")
+        assert r.returncode == 1 and f"--unseen-noise {bad}: give noise types" in r.stderr
+        assert calls == {}
