@@ -28,7 +28,22 @@ def _decode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm-weight", type=float, default=None)
     p.add_argument("--word-score", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--accent", default=None, help="force label-guided routing with this accent")
+    p.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="LABEL=VALUE",
+        help="route as if the label had this value, e.g. --force accent=fr --force noise=white "
+        "(any label the model was guided by; repeatable)",
+    )
+    p.add_argument("--accent", default=None, help="alias of --force accent=ACCENT")
+    p.add_argument(
+        "--mask-experts",
+        action="append",
+        default=[],
+        metavar="LAYER:E[,E...]",
+        help="switch experts off in an MoE layer (0-based), e.g. --mask-experts 3:0,1 (repeatable)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
 
 
@@ -57,9 +72,11 @@ def _decode_setup(args: argparse.Namespace):
         "batch_size": args.batch_size,
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
-    from moe_asr.decode.search import accent_routing
+    from moe_asr.decode.search import inference_routing
+    from moe_asr.nn.guidance import parse_expert_mask, parse_forced
 
-    return package, cfg, accent_routing(package, args.accent)
+    forced, mask = parse_forced(args.force), parse_expert_mask(args.mask_experts)
+    return package, cfg, inference_routing(package, forced, mask, accent=args.accent)
 
 
 def _add_decode(sub: argparse._SubParsersAction) -> None:
@@ -120,13 +137,13 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     from moe_asr.decode.transcribe import Transcriber, collect_inputs
 
     paths = collect_inputs(args.inputs, args.list)
-    package, cfg, _ = _decode_setup(args)
+    package, cfg, routing = _decode_setup(args)
     if args.window_seconds is not None:
         cfg = dataclasses.replace(cfg, window_seconds=args.window_seconds)
     transcriber = Transcriber(
         package,
         cfg,
-        accent=args.accent,
+        routing=routing,
         timestamps=args.json and not args.no_timestamps,
     )
     failed = 0

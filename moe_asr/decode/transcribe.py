@@ -21,7 +21,7 @@ import numpy as np
 
 from moe_asr.config import DecodeConfig
 from moe_asr.decode.align import WordTiming, align_words
-from moe_asr.decode.search import Recognizer, accent_routing
+from moe_asr.decode.search import Recognizer, inference_routing
 from moe_asr.errors import UserError
 
 __all__ = [
@@ -135,7 +135,8 @@ def split_windows(wav: np.ndarray, sr: int, window_s: float) -> list[tuple[int, 
 class Transcriber:
     """Transcribe files with a model package.
 
-    ``accent``: force label-guided routing with this accent (the model must have been
+    ``routing``: inference routing (``inference_routing``: forced labels, masked experts;
+    None = label-free); ``accent``: alias of forcing ``accent`` (the model must have been
     trained with accent guidance); ``timestamps``: align words (CTC forced alignment).
     """
 
@@ -145,13 +146,18 @@ class Transcriber:
         cfg: DecodeConfig,
         *,
         accent: str | None = None,
+        routing=None,
         timestamps: bool = True,
     ) -> None:
         self.package = package
         self.cfg = cfg
         self.recognizer = Recognizer.from_package(package, cfg)
         self.timestamps = timestamps
-        self.routing = accent_routing(package, accent)
+        self.routing = routing
+        if accent is not None:
+            forced = dict(routing.forced) if routing is not None else {}
+            mask = dict(routing.expert_mask) if routing is not None else {}
+            self.routing = inference_routing(package, forced, mask, accent=accent)
         if cfg.window_seconds <= 0:
             raise UserError(f"window_seconds must be positive, got {cfg.window_seconds}")
 
