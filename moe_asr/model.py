@@ -26,7 +26,7 @@ from moe_asr.data.labels import LabelVocab
 from moe_asr.errors import UserError
 from moe_asr.nn.conformer import ConformerEncoder, lengths_to_mask
 from moe_asr.nn.decoder import TransformerDecoder
-from moe_asr.nn.guidance import LabelGuidance, LabelProbs, RoutingOptions
+from moe_asr.nn.guidance import LabelGuidance
 from moe_asr.nn.moe import (
     FeedForward,
     MoEFeedForward,
@@ -35,6 +35,7 @@ from moe_asr.nn.moe import (
     load_balance_loss,
     router_z_loss,
 )
+from moe_asr.nn.routing import LabelProbs, RoutingOptions
 
 __all__ = [
     "RoutingOptions",

@@ -73,7 +73,7 @@ def _decode_setup(args: argparse.Namespace):
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
     from moe_asr.decode.search import inference_routing
-    from moe_asr.nn.guidance import parse_expert_mask, parse_forced
+    from moe_asr.nn.routing import parse_expert_mask, parse_forced
 
     forced, mask = parse_forced(args.force), parse_expert_mask(args.mask_experts)
     return package, cfg, inference_routing(package, forced, mask, accent=args.accent)

@@ -104,6 +104,11 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-utts", type=int, default=None, help="analyse at most N utterances")
     p.add_argument("--out", required=True, help="output dir")
+    p.add_argument(
+        "--dense-ok",
+        action="store_true",
+        help="a dense model (no MoE layers) is not an error: print a note, write nothing",
+    )
     p.set_defaults(func=_run_report)
 
 
@@ -117,6 +122,9 @@ def _run_report(args: argparse.Namespace) -> int:
 
     torch.set_flush_denormal(True)
     pkg = load_package(args.model)
+    if args.dense_ok and not pkg.model.is_moe:
+        print(f"{args.model} is a dense model (no MoE layers): no expert report")
+        return 0
     dd = load_datadir(args.data)
     groups = select_groups(dd, args.groups.split(",") if args.groups else None)
     ds = AsrDataset(dd, None, None, pkg.config.data, train=False)

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from moe_asr.config import ConfigError
+from moe_asr.config import ConfigError, GuidanceConfig
+from moe_asr.data.labels import UNK_LABEL, LabelVocab
 from moe_asr.nn.moe import RouterStats, expert_groups
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "mean_group_log_probs",
     "router_label_loss",
     "known_label_loss",
+    "placeholder_vocab",
 ]
 
 
@@ -132,3 +134,17 @@ def known_label_loss(logits: Tensor, target: Tensor) -> Tensor:
     if not bool(known.any()):
         return logits.new_zeros(())
     return F.cross_entropy(logits[known], target[known])
+
+
+def placeholder_vocab(cfg: GuidanceConfig, values: int) -> LabelVocab:
+    """A label vocabulary for building a model from its config alone (``moe-asr info``):
+    ``values`` made-up values per guidance label; the group label gets the values of the
+    ``groups`` mapping when there is one, so its families are the configured ones."""
+    out: dict[str, list[str]] = {}
+    group_label = cfg.group_label or (cfg.labels[0] if cfg.labels else "")
+    for n in cfg.labels:
+        if n == group_label and cfg.groups:
+            out[n] = [UNK_LABEL, *sorted(cfg.groups)]
+        else:
+            out[n] = [UNK_LABEL, *(f"v{i}" for i in range(values))]
+    return LabelVocab(out)
