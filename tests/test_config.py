@@ -59,3 +59,15 @@ def test_wrong_type_in_file_names_the_key():
         config_from_dict({"model": {"num_layers": "six"}})
     with pytest.raises(ConfigError, match="expected a mapping"):
         config_from_dict({"model": 3})
+
+
+def test_mapping_fields_load_and_are_type_checked(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  moe:\n    guidance:\n      groups: {en-us: native, fr: romance}\n")
+    cfg = load_config(path, ["model.moe.guidance.groups={es: romance}"])
+    assert cfg.model.moe.guidance.groups == {"es": "romance"}
+    assert load_config(path).model.moe.guidance.groups == {"en-us": "native", "fr": "romance"}
+    with pytest.raises(ConfigError, match=r"groups\['fr'\]: expected a string"):
+        load_config(None, ["model.moe.guidance.groups={fr: 1}"])
+    with pytest.raises(ConfigError, match="groups: expected a mapping"):
+        load_config(None, ["model.moe.guidance.groups=[fr]"])

@@ -453,3 +453,25 @@ def test_label_loss_warmup_and_decay_follow_the_step():
     assert label_loss(5) == pytest.approx(0.5 * full, rel=1e-5)
     assert label_loss(15) == pytest.approx(0.75 * full, rel=1e-5)
     assert label_loss(500) == pytest.approx(0.5 * full, rel=1e-5)
+
+
+def test_example_hierarchical_configs_build_with_the_size_of_moe_yaml():
+    from pathlib import Path
+
+    from moe_asr.config import load_config
+    from moe_asr.nn.groups import placeholder_vocab
+
+    conf = Path(__file__).parent.parent / "egs/synth_accents/asr1/conf"
+    active = {}
+    for name in ("moe", "moe_hier", "moe_hier_shared"):
+        cfg = load_config(conf / f"{name}.yaml").model
+        vocab = placeholder_vocab(cfg.moe.guidance, 4) if cfg.moe.guidance.labels else None
+        model = build_model(cfg, 40, vocab)
+        rows = {r.component: r for r in parameter_summary(model)}
+        active[name] = rows["encoder.moe.experts"].active
+        if vocab is not None:  # every accent of the synthetic corpus has a family
+            groups = model.guidance.label_groups
+            assert groups.families and len(vocab.values["accent"]) == 17
+            assert len(groups.names) == model.cfg.moe.num_experts // 2
+    for name in ("moe_hier", "moe_hier_shared"):  # equal up to the extra expert biases
+        assert abs(active[name] - active["moe"]) / active["moe"] < 0.001, active
