@@ -112,6 +112,15 @@ class LabelGuidance(nn.Module):
         self.label_groups = self.router_groups.get(self.group_label)
         if self.names:
             _check_groups(cfg, moe, self.label_groups)
+        # lookup tables of the group label on the model's device (not saved: config-derived)
+        groups = self.label_groups
+        value_group = torch.tensor(groups.value_group if groups else [], dtype=torch.long)
+        experts = torch.zeros(0, moe.num_experts, dtype=torch.bool)
+        if groups is not None:
+            experts = groups.expert_mask(torch.arange(-1, groups.num_groups), moe.num_experts)
+            experts = experts.roll(-1, 0)  # row g = group g's experts, row -1 (G) = all
+        self.register_buffer("_value_group", value_group, persistent=False)
+        self.register_buffer("_group_experts", experts, persistent=False)
         self.embed = nn.ModuleDict()
         if cfg.embed or cfg.utterance_estimate:
             for n in self.names:
@@ -253,9 +262,9 @@ class LabelGuidance(nn.Module):
         group = None
         if self.label_groups is not None and mode in ("forced", "oracle"):
             if self.cfg.group_router:  # a dropped label: the group router decides
-                group = self.label_groups.group_ids(kept[self.group_label])
+                group = self._value_group[kept[self.group_label]]
             elif self.cfg.hard_groups:
-                group = self.label_groups.group_ids(ids[self.group_label])
+                group = self._value_group[ids[self.group_label]]
         return GuidancePlan(ids=ids, kept=kept, group=group)
 
     def route_fn(
@@ -282,7 +291,7 @@ class LabelGuidance(nn.Module):
                 if self.group_routers:
                     allowed = self._group_route(plan, i, h, mask, group_logits)
                 elif plan.group is not None:
-                    allowed = self.label_groups.expert_mask(plan.group, self.num_experts)
+                    allowed = self._group_experts[plan.group]  # (B, E)
             disabled = tuple(routing.expert_mask.get(i, ()))
             if cond is None and allowed is None and not disabled:
                 return None
@@ -315,7 +324,6 @@ class LabelGuidance(nn.Module):
         self, plan: GuidancePlan, layer: int, h: Tensor, mask: Tensor, out: dict[int, Tensor]
     ) -> Tensor:
         """(e): h (B, T, D) -> allowed experts (B, T, E) of the group chosen per frame."""
-        assert self.label_groups is not None
         logits = self.group_routers[str(layer)](h).float()  # (B, T, G)
         out[layer] = logits
         if self.cfg.group_decision == "utterance":
@@ -325,7 +333,7 @@ class LabelGuidance(nn.Module):
         if plan.group is not None:
             given = plan.group[:, None]
             choice = torch.where(given >= 0, given, choice)
-        return self.label_groups.expert_mask(choice, self.num_experts)
+        return self._group_experts[choice]  # (B, T, E)
 
     def estimate(self, h: Tensor, mask: Tensor) -> dict[str, Tensor]:
         """h: (B, T, D), mask: (B, T) -> name -> logits (B, V); unk (0) is held at -1e4."""
@@ -356,7 +364,7 @@ class LabelGuidance(nn.Module):
             terms = []
             if cfg.group_router and self.group_label in labels:
                 assert self.label_groups is not None
-                target = self.label_groups.group_ids(labels[self.group_label])
+                target = self._value_group[labels[self.group_label]]
                 terms = [group_label_loss(g, target, frame_mask) for g in group_logits.values()]
             elif not cfg.group_router:
                 terms = [
