@@ -387,7 +387,7 @@ def _check_config(cfg: ModelConfig, vocab_size: int) -> None:
     if not 0.0 <= cfg.ctc_weight <= 1.0:
         raise ConfigError(f"model.ctc_weight={cfg.ctc_weight} must be in [0, 1]")
     moe = cfg.moe
-    if cfg.ffn == "moe" and not 1 <= moe.top_k <= moe.num_experts:
+    if model_moe_layers(cfg) and not 1 <= moe.top_k <= moe.num_experts:
         raise ConfigError(
             f"model.moe.top_k={moe.top_k} must be in 1..model.moe.num_experts={moe.num_experts}"
         )
