@@ -216,3 +216,29 @@ def test_guiding_by_any_label_file_and_grouping_another_label():
     )
     routes, _ = _run(g, g.forced_routing({"accent": "de"}))
     assert routes[0].allowed.tolist() == [[True, True, False, False]] * 3
+
+
+def test_label_probs_for_every_label_of_the_router_loss():
+    from moe_asr.nn.moe import RouterStats
+
+    g = _guidance(labels=["accent", "noise"], router_loss_weight=1.0, moe_layers=(0, 1))
+    logits = torch.tensor([[[4.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 9.0]]])  # (1, 2, 4)
+    mask = torch.tensor([[True, False]])  # the second frame is padding
+    stats = [
+        RouterStats(
+            logits.softmax(-1),
+            logits,
+            logits.argmax(-1, keepdim=True),
+            torch.ones(1, 2, 1),
+            mask,
+            layer=i,
+        )
+        for i in (0, 1)
+    ]
+    probs = g.label_probs(stats, {}, {}, mask)
+    assert set(probs) == {"accent", "noise"}
+    assert probs["accent"].values == ["de", "en-gb", "en-us", "fr"]
+    torch.testing.assert_close(probs["accent"].probs, logits[:, 0].softmax(-1))
+    # noise: groups {0, 1} clean and {2, 3} white, score = logsumexp of the group's logits
+    clean, white = torch.logsumexp(torch.tensor([4.0, 0.0]), 0), torch.log(torch.tensor(2.0))
+    torch.testing.assert_close(probs["noise"].probs, torch.stack([clean, white]).softmax(-1)[None])
