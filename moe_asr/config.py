@@ -68,6 +68,30 @@ class GuidanceConfig:
     utterance_estimate: bool = False
     estimate_layer: int = 1
     estimate_loss_weight: float = 0.3
+    # MoE layers (0-based) that get guidance ((a), (b), (c), (d) inputs, (e)); the others
+    # route freely. Empty = every MoE layer. (b)/(c)/(e) use `router_loss_layers` if given.
+    guided_layers: list[int] = field(default_factory=list)
+    # expert groups of `group_label` (empty = the first label) for (b), (c) and (e):
+    # label value -> group name (a family, e.g. {en-us: native, fr: romance}); a value not
+    # listed is a group of its own; empty = one group per value. Groups (sorted by name)
+    # split the experts into contiguous blocks, so num_experts >= groups (not >= values).
+    group_label: str = ""
+    groups: dict[str, str] = field(default_factory=dict)
+    # (e) hierarchical routing (DLG-MoE style): a group router per layer of (b), trained
+    # with the (b) loss, picks a group of experts per frame; the MoE router picks top-k
+    # inside it. Training/forced/oracle use the label's group (label dropout: the group
+    # router's own choice); label-free inference uses the group router.
+    group_router: bool = False
+    group_decision: str = "frame"  # frame | utterance (group log-probs averaged over frames)
+    # of the top_k choices, this many are free over all experts ((c) and (e)); e.g. top_k=2,
+    # free_experts=1: one expert of the label's group plus one of any group
+    free_experts: int = 0
+    # label-loss weight schedule by training step: linear ramp 0 -> 1 over the first
+    # `loss_warmup_steps`, then linear decay to `loss_final_scale` over `loss_decay_steps`
+    # (0 = no ramp / no decay: the weights stay as given)
+    loss_warmup_steps: int = 0
+    loss_decay_steps: int = 0
+    loss_final_scale: float = 0.0
 
 
 @dataclass(kw_only=True)
@@ -254,6 +278,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except ConfigError:
                 pass
         raise ConfigError(f"{where}: {value!r} does not match {tp}")
+    if origin is dict:
+        key_tp, item_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {
+            _coerce(k, key_tp, f"{where} key"): _coerce(v, item_tp, f"{where}[{k!r}]")
+            for k, v in value.items()
+        }
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):

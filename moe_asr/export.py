@@ -70,7 +70,10 @@ def _export_moe_forward(moe: nn.Module, x: Tensor, mask: Tensor, routing=None):
     if routing is not None and routing.cond is not None:
         router_in = xr + routing.cond.to(xr.dtype).index_select(0, real // t)
     if routing is not None and (routing.allowed is not None or routing.disabled):
-        raise ExportError("export supports label-free routing only")
+        raise ExportError(
+            "export supports label-free routing without expert groups only; a model with "
+            "model.moe.guidance.group_router routes through label groups even label-free"
+        )
     logits = moe.router(router_in).float()  # (N, E)
     probs = logits.softmax(-1)
     topw, topi = probs.topk(moe.top_k, dim=-1)  # (N, k)

@@ -8,7 +8,9 @@ Losses (``ModelOutput``): ``loss = ctc_weight * ctc + (1 - ctc_weight) * att + m
 coefficients (zero when unused). ``ctc`` is summed over the batch and divided by the
 number of target tokens; ``att`` is the label-smoothed cross-entropy per token.
 
-Label guidance of the routers (accent / noise labels): see ``moe_asr.nn.guidance``.
+Label guidance of the routers (any ``utt2<label>``: accent, noise, ...), forcing labels,
+masking experts and label probabilities are owned by ``moe_asr.nn.guidance.LabelGuidance``;
+the model exposes them through ``forced_routing``, ``encode`` and ``label_probs``.
 
 Streaming (``model.streaming``, ``moe_asr.nn.streaming``): in training each batch draws a
 chunk size (or full context); ``encode(..., chunk_frames=c, left_chunks=k)`` applies the
@@ -27,19 +29,18 @@ from torch import Tensor, nn
 from moe_asr.config import ConfigError, ModelConfig
 from moe_asr.data.labels import LabelVocab
 from moe_asr.errors import UserError
-from moe_asr.nn.conformer import ConformerEncoder, RouteFn, lengths_to_mask
+from moe_asr.nn.conformer import ConformerEncoder, lengths_to_mask
 from moe_asr.nn.decoder import TransformerDecoder
 from moe_asr.nn.guidance import LabelGuidance
 from moe_asr.nn.moe import (
     FeedForward,
     MoEFeedForward,
-    MoERouting,
     RouterStats,
-    expert_groups,
     importance_cv2,
     load_balance_loss,
     router_z_loss,
 )
+from moe_asr.nn.routing import LabelProbs, RoutingOptions
 from moe_asr.nn.streaming import (
     EncoderCache,
     check_streaming_config,
@@ -49,38 +50,30 @@ from moe_asr.nn.streaming import (
 
 __all__ = [
     "RoutingOptions",
+    "LabelProbs",
     "EncoderOutput",
     "ModelOutput",
     "AsrModel",
     "build_model",
     "moe_layer_indices",
+    "model_moe_layers",
+    "guidance_labels",
     "ParamRow",
     "parameter_summary",
 ]
-
-_ROUTING_MODES = ("free", "forced", "oracle")
-
-
-@dataclass(kw_only=True)
-class RoutingOptions:
-    """Inference routing: ``free`` (label-free, default), ``forced`` (route as if the
-    labels were ``forced``: label name -> value), ``oracle`` (use the labels passed in);
-    ``expert_mask``: layer index -> experts disabled in both feed-forwards of that layer."""
-
-    mode: str = "free"
-    forced: dict[str, str] = field(default_factory=dict)
-    expert_mask: dict[int, list[int]] = field(default_factory=dict)
 
 
 @dataclass
 class EncoderOutput:
     """out: (B, T', D); lens: (B,); router_stats: one per MoE feed-forward, in layer order;
-    label_logits: name -> (B, V_name) from the (d) estimate head (index 0 = unk, never chosen)."""
+    label_logits: name -> (B, V_name) from the (d) estimate head (index 0 = unk, never chosen);
+    group_logits: layer -> (B, T', G) of the (e) group routers (hierarchical routing)."""
 
     out: Tensor
     lens: Tensor
     router_stats: list[RouterStats]
     label_logits: dict[str, Tensor]
+    group_logits: dict[int, Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -121,19 +114,31 @@ def moe_layer_indices(spec: str, num_layers: int) -> list[int]:
     return idx
 
 
+def model_moe_layers(cfg: ModelConfig) -> list[int]:
+    """The encoder layers whose feed-forwards are MoE (empty: a dense model). The one
+    place that reads ``model.ffn``; a built model answers ``AsrModel.is_moe``."""
+    if cfg.ffn != "moe":
+        return []
+    return moe_layer_indices(cfg.moe.layers, cfg.num_layers)
+
+
+def guidance_labels(cfg: ModelConfig) -> list[str]:
+    """Label names (``utt2<name>`` files) the model of ``cfg`` is guided by; [] = none."""
+    return list(cfg.moe.guidance.labels) if model_moe_layers(cfg) else []
+
+
 class AsrModel(nn.Module):
     """Hybrid CTC/attention MoE Conformer. Build with ``build_model``."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | None) -> None:
         super().__init__()
-        _check_config(cfg, vocab_size, label_vocab)
+        _check_config(cfg, vocab_size)
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.label_vocab = label_vocab
         self.blank, self.unk, self.sos, self.eos = 0, 1, vocab_size - 1, vocab_size - 1
         moe = cfg.moe
-        guide = moe.guidance
-        self.moe_layers = moe_layer_indices(moe.layers, cfg.num_layers) if cfg.ffn == "moe" else []
+        self.moe_layers = model_moe_layers(cfg)
         moe_set = set(self.moe_layers)
         # the encoder builds ff1 then ff2 of each layer, layers in order: the order of the list
         sizes = iter(moe.ffn_experts)
@@ -189,19 +194,50 @@ class AsrModel(nn.Module):
             if dec.ffn == "moe"
             else None,
         )
-        self.guide_names = list(guide.labels) if self.moe_layers else []
-        self.guidance = None
-        if self.guide_names:
-            assert label_vocab is not None
+        # owns routing for every MoE model (labels, groups, forcing, masks); none if dense
+        self.guidance: LabelGuidance | None = None
+        if self.moe_layers:
             self.guidance = LabelGuidance(
-                cfg.d_model, moe.num_experts, self.moe_layers, guide, label_vocab
+                cfg.d_model, moe, self.moe_layers, cfg.num_layers, label_vocab
             )
+
+    @property
+    def is_moe(self) -> bool:
+        """True when some feed-forward is a Mixture of Experts (routing exists)."""
+        return bool(self.moe_layers)
+
+    @property
+    def guide_names(self) -> list[str]:
+        """Label names that guide the routers (forcible at inference); [] = none."""
+        return list(self.guidance.names) if self.guidance is not None else []
 
     # ------------------------------------------------------------------ inference API
     @property
     def streaming(self) -> bool:
         """Trained for streaming (causal convolution, chunk masks): can decode chunk by chunk."""
         return self.cfg.streaming.enabled
+
+    def forced_routing(
+        self, forced: dict[str, str] | None = None, expert_mask: dict[int, list[int]] | None = None
+    ) -> RoutingOptions:
+        """Checked inference routing: force label values (``{"noise": "white"}``; empty =
+        label-free) and switch experts off (``{3: [0, 1]}``). UserError for a label the
+        model was not guided by, an unknown value, a non-MoE layer or a bad expert."""
+        if self.guidance is None:
+            if forced or expert_mask:
+                raise UserError(
+                    "this is a dense model (no MoE layers): it has no routing to force or mask"
+                )
+            return RoutingOptions()
+        return self.guidance.forced_routing(forced, expert_mask)
+
+    def label_probs(self, enc: EncoderOutput) -> dict[str, LabelProbs]:
+        """Per-utterance label probabilities of an encoder output (label head, else routers
+        trained with the label loss); ``{}`` when the model predicts no label."""
+        if self.guidance is None:
+            return {}
+        mask = lengths_to_mask(enc.lens, enc.out.shape[1])
+        return self.guidance.label_probs(enc.router_stats, enc.label_logits, enc.group_logits, mask)
 
     def set_cmvn(self, mean: Tensor, std: Tensor) -> None:
         """Global CMVN applied at the start of ``encode``: mean (F,), std (F,) > 0."""
@@ -252,11 +288,22 @@ class AsrModel(nn.Module):
         x = (feats - self.cmvn_mean) / self.cmvn_std
         x = x.masked_fill(~mask[..., None], 0.0)
         label_logits: dict[str, Tensor] = {}
-        route_fn = self._route_fn(routing, labels, feats.shape[0], label_logits)
+        group_logits: dict[int, Tensor] = {}
+        route_fn = None
+        if self.guidance is not None:
+            route_fn = self.guidance.route_fn(
+                routing, labels, feats.shape[0], feats.device, label_logits, group_logits
+            )
         out, lens, stats = self.encoder(
             x, feat_lens, route_fn, chunk=chunk_frames, left_chunks=left_chunks
         )
-        return EncoderOutput(out=out, lens=lens, router_stats=stats, label_logits=label_logits)
+        return EncoderOutput(
+            out=out,
+            lens=lens,
+            router_stats=stats,
+            label_logits=label_logits,
+            group_logits=group_logits,
+        )
 
     def init_stream(self, batch: int = 1) -> EncoderCache:
         """Empty encoder cache for ``encode_chunk`` (streaming models only)."""
@@ -283,12 +330,23 @@ class AsrModel(nn.Module):
         self._check_chunk(chunk_frames, left_chunks)
         x = (feats - self.cmvn_mean) / self.cmvn_std
         label_logits: dict[str, Tensor] = {}
-        route_fn = self._route_fn(routing, labels, feats.shape[0], label_logits)
+        group_logits: dict[int, Tensor] = {}
+        route_fn = None
+        if self.guidance is not None:
+            route_fn = self.guidance.route_fn(
+                routing, labels, feats.shape[0], feats.device, label_logits, group_logits
+            )
         out, cache, stats = self.encoder.forward_chunk(
             x, cache, route_fn, history=history_frames(chunk_frames, left_chunks)
         )
         lens = torch.full((feats.shape[0],), out.shape[1], dtype=torch.long, device=out.device)
-        enc = EncoderOutput(out=out, lens=lens, router_stats=stats, label_logits=label_logits)
+        enc = EncoderOutput(
+            out=out,
+            lens=lens,
+            router_stats=stats,
+            label_logits=label_logits,
+            group_logits=group_logits,
+        )
         return enc, cache
 
     def _check_chunk(self, chunk_frames: int, left_chunks: int) -> None:
@@ -318,8 +376,10 @@ class AsrModel(nn.Module):
         token_lens: Tensor,
         labels: dict[str, Tensor] | None = None,
         routing: RoutingOptions | None = None,
+        step: int | None = None,
     ) -> ModelOutput:
-        """feats (B, T, F), feat_lens (B,), tokens (B, L) padded with -1, token_lens (B,)."""
+        """feats (B, T, F), feat_lens (B,), tokens (B, L) padded with -1, token_lens (B,);
+        ``step``: the training step, for the label-loss schedule (None: no schedule)."""
         self._check_tokens(tokens, token_lens)
         enc = self.encode(feats, feat_lens, routing, labels)
         zero = enc.out.new_zeros((), dtype=torch.float32)
@@ -328,7 +388,7 @@ class AsrModel(nn.Module):
         dec_stats: list[RouterStats] = []  # decoder MoE (model.decoder.ffn = moe)
         att = self._att_loss(enc, tokens, token_lens, dec_stats) if w < 1 else zero
         balance, z, diversity = self._moe_losses(enc.router_stats + dec_stats, zero)
-        label_loss = self._label_loss(enc, labels, zero)
+        label_loss = self._label_loss(enc, labels, zero, step)
         loss = w * ctc + (1 - w) * att + balance + z + diversity + label_loss
         return ModelOutput(
             loss=loss,
@@ -395,81 +455,29 @@ class AsrModel(nn.Module):
         return balance, z, diversity
 
     def _label_loss(
-        self, enc: EncoderOutput, labels: dict[str, Tensor] | None, zero: Tensor
+        self, enc: EncoderOutput, labels: dict[str, Tensor] | None, zero: Tensor, step: int | None
     ) -> Tensor:
-        if not labels or self.guidance is None:
+        if not labels or self.guidance is None or not self.guidance.names:
             return zero
-        return self.guidance.label_loss(enc.router_stats, enc.label_logits, labels, zero)
-
-    # ------------------------------------------------------------------ routing
-    def _route_fn(
-        self,
-        routing: RoutingOptions,
-        labels: dict[str, Tensor] | None,
-        batch: int,
-        label_logits: dict[str, Tensor],
-    ) -> RouteFn | None:
-        """Per-call routing closure; writes the (d) estimate into ``label_logits``."""
-        if not self.moe_layers:
-            return None
-        moe_set = set(self.moe_layers)
-        guidance = self.guidance
-        plan = None
-        if guidance is not None:
-            device = self.cmvn_mean.device
-            plan = guidance.plan(routing.mode, routing.forced, labels, batch, device)
-
-        def route(i: int, h: Tensor, mask: Tensor) -> MoERouting | None:
-            cond = allowed = None
-            if guidance is not None and plan is not None:
-                cond, allowed = guidance.layer_inputs(plan, i, h, mask, label_logits)
-            disabled = tuple(routing.expert_mask.get(i, ()))
-            if i not in moe_set or (cond is None and allowed is None and not disabled):
-                return None
-            return MoERouting(cond=cond, allowed=allowed, disabled=disabled)
-
-        return route
+        mask = lengths_to_mask(enc.lens, enc.out.shape[1])
+        return self.guidance.label_loss(
+            enc.router_stats, enc.label_logits, enc.group_logits, labels, mask, zero, step
+        )
 
     # ------------------------------------------------------------------ checks
     def _check_routing(self, routing: RoutingOptions, labels: dict[str, Tensor] | None) -> None:
-        if routing.mode not in _ROUTING_MODES:
-            raise UserError(
-                f"routing mode {routing.mode!r} is unknown; use one of {', '.join(_ROUTING_MODES)}"
-            )
-        if routing.mode == "oracle" and not labels:
-            raise UserError("routing mode 'oracle' needs the utterance labels (utt2<label> files)")
-        for name, value in routing.forced.items():
-            if name not in self.guide_names:
-                raise UserError(
-                    f"cannot force label {name!r}: the model was trained with label guidance "
-                    f"on {self.guide_names or 'no labels'}"
-                )
-            assert self.label_vocab is not None
-            known = self.label_vocab.values[name][1:]
-            if value not in known:
-                raise UserError(
-                    f"cannot force {name}={value!r}: the model knows {', '.join(known)}"
-                )
-        for layer, experts in routing.expert_mask.items():
-            if layer not in self.moe_layers:
-                raise UserError(
-                    f"expert mask names layer {layer}, but the MoE layers are {self.moe_layers}"
-                )
-            e = min(self._layer_experts(layer))
-            bad = [x for x in experts if not 0 <= x < e]
-            if bad:
-                raise UserError(f"expert mask for layer {layer}: experts {bad} not in 0..{e - 1}")
-            if e - len(set(experts)) < self.cfg.moe.top_k:
-                raise UserError(
-                    f"expert mask for layer {layer} leaves {e - len(set(experts))} expert(s), "
-                    f"fewer than top_k={self.cfg.moe.top_k}"
-                )
-        for name, ids in (labels or {}).items():
-            if name in self.guide_names and ids.numel():
-                assert self.label_vocab is not None
-                size = self.label_vocab.size(name)
-                if int(ids.min()) < 0 or int(ids.max()) >= size:
-                    raise UserError(f"label {name!r} ids must be in 0..{size - 1} (0 = unk)")
+        if self.guidance is not None:
+            self.guidance.check_routing(routing, labels)
+        elif routing.forced or routing.expert_mask:
+            self.forced_routing(routing.forced, routing.expert_mask)  # raises: dense model
+        for layer, experts in routing.expert_mask.items():  # layers of an extracted model
+            if layer in self.moe_layers:
+                e = min(self._layer_experts(layer))
+                bad = [x for x in experts if not 0 <= x < e]
+                if bad:
+                    raise UserError(
+                        f"expert mask for layer {layer}: experts {bad} not in 0..{e - 1}"
+                    )
 
     def _layer_experts(self, layer: int) -> list[int]:
         """Expert counts of the MoE feed-forwards of encoder layer ``layer`` (ff1, ff2)."""
@@ -488,7 +496,7 @@ class AsrModel(nn.Module):
             )
 
 
-def _check_config(cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | None) -> None:
+def _check_config(cfg: ModelConfig, vocab_size: int) -> None:
     if vocab_size < 3:
         raise ConfigError(f"vocab_size={vocab_size}: need blank, unk and <sos/eos> at least")
     if cfg.ffn not in ("dense", "moe"):
@@ -519,36 +527,7 @@ def _check_config(cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | N
                 "(model.moe.guidance.hard_groups, router_loss_weight): the groups need "
                 "num_experts in every MoE feed-forward"
             )
-    guide = moe.guidance
-    if cfg.ffn != "moe" or not guide.labels:
-        return
-    if label_vocab is None or any(n not in label_vocab.values for n in guide.labels):
-        have = label_vocab.names if label_vocab else []
-        raise ConfigError(
-            f"model.moe.guidance.labels={guide.labels} but the label vocabulary has {have}: "
-            "train on a data dir with the matching utt2<label> files"
-        )
-    if guide.utterance_estimate and not 0 <= guide.estimate_layer < cfg.num_layers - 1:
-        raise ConfigError(
-            f"model.moe.guidance.estimate_layer={guide.estimate_layer} must be in "
-            f"0..{cfg.num_layers - 2} (0-based; later layers receive the estimate)"
-        )
-    if guide.router_loss_weight > 0 or guide.hard_groups:
-        names = guide.labels if guide.router_loss_weight > 0 else guide.labels[:1]
-        for n in names:
-            values = label_vocab.size(n) - 1
-            if values < 1 or moe.num_experts < values:
-                raise ConfigError(
-                    f"label {n!r} has {values} values but model.moe.num_experts="
-                    f"{moe.num_experts}: groups of experts per value need num_experts >= values"
-                )
-            if guide.hard_groups and n == guide.labels[0]:
-                smallest = min(len(g) for g in expert_groups(moe.num_experts, values))
-                if smallest < moe.top_k:
-                    raise ConfigError(
-                        f"hard groups give {smallest} expert(s) per {n} value, fewer than "
-                        f"top_k={moe.top_k}; raise num_experts or lower top_k"
-                    )
+    # label guidance is checked by LabelGuidance, which knows the label vocabulary
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | None) -> AsrModel:

@@ -78,3 +78,15 @@ def test_validation_names_every_bad_value_and_sections_limit_it():
         validate_config(cfg)
     with _pytest.raises(ConfigError, match="data.features.num_mel_bins=0"):
         load_config(None, ["data.features.num_mel_bins=0"], sections=("data",))
+
+
+def test_mapping_fields_load_and_are_type_checked(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  moe:\n    guidance:\n      groups: {en-us: native, fr: romance}\n")
+    cfg = load_config(path, ["model.moe.guidance.groups={es: romance}"])
+    assert cfg.model.moe.guidance.groups == {"es": "romance"}
+    assert load_config(path).model.moe.guidance.groups == {"en-us": "native", "fr": "romance"}
+    with pytest.raises(ConfigError, match=r"groups\['fr'\]: expected a string"):
+        load_config(None, ["model.moe.guidance.groups={fr: 1}"])
+    with pytest.raises(ConfigError, match="groups: expected a mapping"):
+        load_config(None, ["model.moe.guidance.groups=[fr]"])

@@ -6,6 +6,7 @@ from moe_asr.config import ConfigError, DecoderConfig, GuidanceConfig, ModelConf
 from moe_asr.data.labels import LabelVocab
 from moe_asr.errors import UserError
 from moe_asr.model import RoutingOptions, build_model, moe_layer_indices, parameter_summary
+from moe_asr.nn.conformer import lengths_to_mask
 from moe_asr.nn.guidance import known_label_loss, router_label_loss
 from moe_asr.nn.moe import MoEFeedForward, RouterStats
 
@@ -407,3 +408,150 @@ def test_decoder_moe_adds_routing_losses_and_counts_active_experts():
     cfg.decoder.ffn = "sparse"
     with pytest.raises(ConfigError, match="model.decoder.ffn"):
         build_model(cfg, V, None)
+
+
+# ---------------------------------------------------------------- hierarchical group routing
+FAMILY_VOCAB = LabelVocab({"accent": ["unk", "a1", "a2", "b1", "b2"], "noise": ["unk", "n", "w"]})
+FAMILIES = {"a1": "fa", "a2": "fa", "b1": "fb", "b2": "fb"}  # fa -> experts {0, 1}, fb -> {2, 3}
+
+
+def _family_batch(n, seed):
+    """4 accents in 2 families; the family is audible and decides the transcript."""
+    g = torch.Generator().manual_seed(seed)
+    accent = torch.randint(1, 5, (n,), generator=g)
+    family = (accent >= 3).long()  # 0 = fa, 1 = fb
+    feats = torch.randn(n, 24, F_IN, generator=g)
+    feats[family == 0, :, : F_IN // 2] += 1.5
+    feats[family == 1, :, F_IN // 2 :] += 1.5
+    tokens = (family + 2)[:, None]
+    return feats, torch.full((n,), 24), tokens, torch.ones(n, dtype=torch.long), accent, family
+
+
+def _hier_cfg(**guidance_kw):
+    guidance = GuidanceConfig(
+        labels=["accent"],
+        groups=FAMILIES,
+        group_router=True,
+        router_loss_weight=1.0,
+        label_dropout=0.2,
+        **guidance_kw,
+    )
+    return _cfg(num_experts=4, top_k=1, ctc_weight=1.0, guidance=guidance)
+
+
+def test_hierarchical_group_router_picks_the_family_label_free():
+    model = build_model(_hier_cfg(), V, FAMILY_VOCAB)
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for step in range(120):
+        feats, lens, tokens, tl, accent, _ = _family_batch(16, step)
+        out = model(feats, lens, tokens, tl, labels={"accent": accent}, step=step)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    model.eval()
+    feats, lens, _, _, accent, family = _family_batch(64, 40_000)
+    with torch.no_grad():
+        enc = model.encode(feats, lens)  # label-free: the group routers decide
+    assert set(enc.group_logits) == {0, 1}
+    mask = lengths_to_mask(enc.lens, enc.out.shape[1])
+    want = family[:, None].expand_as(mask)
+    for layer, logits in enc.group_logits.items():
+        hits = (logits.argmax(-1) == want)[mask].float().mean()
+        assert hits > 0.9, (layer, float(hits))
+    for s in enc.router_stats:  # the experts used are the chosen family's
+        in_family = (s.topk_idx[..., 0] // 2 == want)[s.mask].float().mean()
+        assert in_family > 0.9, (s.layer, s.half, float(in_family))
+    probs = model.label_probs(enc)
+    assert set(probs) == {"accent_group"} and probs["accent_group"].values == ["fa", "fb"]
+    assert (probs["accent_group"].probs.argmax(-1) == family).float().mean() > 0.9
+    # forcing an accent routes every frame into its family, whatever is heard
+    for value, block in (("a2", (0, 1)), ("b1", (2, 3))):
+        with torch.no_grad():
+            forced = model.encode(feats, lens, model.forced_routing({"accent": value}))
+        for s in forced.router_stats:
+            assert set(s.topk_idx[s.mask].flatten().tolist()) <= set(block)
+
+
+def test_forcing_each_label_and_masking_experts_in_a_model():
+    cfg = _cfg(
+        num_experts=4,
+        top_k=2,
+        guidance=GuidanceConfig(
+            labels=["accent", "noise"],
+            embed=True,
+            hard_groups=True,
+            groups=FAMILIES,
+            free_experts=1,
+        ),
+    )
+    torch.manual_seed(3)
+    model = build_model(cfg, V, FAMILY_VOCAB).eval()
+    feats, lens, _, _ = _batch([40, 28], [1, 1])
+    with torch.no_grad():
+        free = model.encode(feats, lens)
+        noise = model.encode(feats, lens, model.forced_routing({"noise": "w"}))
+        both = model.encode(feats, lens, model.forced_routing({"noise": "w", "accent": "b2"}))
+        masked = model.encode(
+            feats, lens, model.forced_routing({"accent": "a1"}, {0: [0], 1: [3, 2]})
+        )
+    # the noise label moves the routers (its embedding), but restricts nothing
+    assert not torch.equal(free.router_stats[0].logits, noise.router_stats[0].logits)
+    for s in both.router_stats:  # first choice inside fb {2, 3}, the second one free
+        assert set(s.topk_idx[..., 0][s.mask].tolist()) <= {2, 3}
+    assert any(bool((s.topk_idx[..., 1][s.mask] < 2).any()) for s in both.router_stats)
+    for s in masked.router_stats:
+        first, anyk = s.topk_idx[..., 0][s.mask], s.topk_idx[s.mask]
+        if s.layer == 0:
+            assert (first == 1).all() and not (anyk == 0).any()  # fa {0, 1} minus expert 0
+        else:
+            assert set(first.tolist()) <= {0, 1} and set(anyk.flatten().tolist()) <= {0, 1}
+    with pytest.raises(UserError, match="--force noise=x: unknown noise; the model knows n, w"):
+        model.forced_routing({"noise": "x"})
+    dense = build_model(_cfg(ffn="dense"), V, None)
+    assert not dense.is_moe and model.is_moe and dense.forced_routing() == RoutingOptions()
+    with pytest.raises(UserError, match="dense model"):
+        dense.forced_routing({"accent": "a1"})
+
+
+def test_label_loss_warmup_and_decay_follow_the_step():
+    cfg = _hier_cfg(loss_warmup_steps=10, loss_decay_steps=10, loss_final_scale=0.5)
+    cfg.moe.guidance.utterance_estimate = True
+    cfg.moe.guidance.estimate_layer = 0
+    model = build_model(cfg, V, FAMILY_VOCAB).eval()
+    feats, lens, tokens, tl, accent, _ = _family_batch(8, 7)
+    oracle = RoutingOptions(mode="oracle")
+
+    def label_loss(step):
+        with torch.no_grad():
+            out = model(feats, lens, tokens, tl, {"accent": accent}, oracle, step=step)
+        return float(out.label_loss)
+
+    full = label_loss(None)
+    assert full > 0 and label_loss(0) == 0.0
+    assert label_loss(5) == pytest.approx(0.5 * full, rel=1e-5)
+    assert label_loss(15) == pytest.approx(0.75 * full, rel=1e-5)
+    assert label_loss(500) == pytest.approx(0.5 * full, rel=1e-5)
+
+
+def test_example_hierarchical_configs_build_with_the_size_of_moe_yaml():
+    from pathlib import Path
+
+    from moe_asr.config import load_config
+    from moe_asr.nn.groups import placeholder_vocab
+
+    conf = Path(__file__).parent.parent / "egs/synth_accents/asr1/conf"
+    active = {}
+    for name in ("moe", "moe_hier", "moe_hier_shared"):
+        cfg = load_config(conf / f"{name}.yaml").model
+        vocab = placeholder_vocab(cfg.moe.guidance, 4) if cfg.moe.guidance.labels else None
+        model = build_model(cfg, 40, vocab)
+        rows = {r.component: r for r in parameter_summary(model)}
+        active[name] = rows["encoder.moe.experts"].active
+        if vocab is not None:  # every accent of the synthetic corpus has a family
+            groups = model.guidance.label_groups
+            assert groups.families and len(vocab.values["accent"]) == 17
+            assert len(groups.names) == model.cfg.moe.num_experts // 2
+    for name in ("moe_hier", "moe_hier_shared"):  # equal up to the extra expert biases
+        assert abs(active[name] - active["moe"]) / active["moe"] < 0.001, active

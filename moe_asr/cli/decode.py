@@ -47,7 +47,22 @@ def _decode_arguments(p: argparse.ArgumentParser) -> None:
         default="cpu",
         help="cpu, cuda or cuda:N: where the model runs (the beam search runs on the CPU)",
     )
-    p.add_argument("--accent", default=None, help="force label-guided routing with this accent")
+    p.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="LABEL=VALUE",
+        help="route as if the label had this value, e.g. --force accent=fr --force noise=white "
+        "(any label the model was guided by; repeatable)",
+    )
+    p.add_argument("--accent", default=None, help="alias of --force accent=ACCENT")
+    p.add_argument(
+        "--mask-experts",
+        action="append",
+        default=[],
+        metavar="LAYER:E[,E...]",
+        help="switch experts off in an MoE layer (0-based), e.g. --mask-experts 3:0,1 (repeatable)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
     _streaming_arguments(p)
 
@@ -98,9 +113,11 @@ def _decode_setup(args: argparse.Namespace):
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
     cfg = decode_config_for(package, cfg, mode_given=args.mode is not None)
-    from moe_asr.decode.search import accent_routing
+    from moe_asr.decode.search import inference_routing
+    from moe_asr.nn.routing import parse_expert_mask, parse_forced
 
-    return package, cfg, accent_routing(package, args.accent)
+    forced, mask = parse_forced(args.force), parse_expert_mask(args.mask_experts)
+    return package, cfg, inference_routing(package, forced, mask, accent=args.accent)
 
 
 def _add_decode(sub: argparse._SubParsersAction) -> None:
@@ -261,7 +278,7 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     transcriber = Transcriber(
         package,
         cfg,
-        accent=args.accent,
+        routing=routing,
         timestamps=not args.no_timestamps,
         pause_seconds=args.pause_seconds,
     )

@@ -132,6 +132,11 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace the files of an earlier report in OUT (other files are kept)",
     )
+    p.add_argument(
+        "--dense-ok",
+        action="store_true",
+        help="a dense model (no MoE layers) is not an error: print a note, write nothing",
+    )
     p.set_defaults(func=_run_report)
 
 
@@ -148,6 +153,9 @@ def _run_report(args: argparse.Namespace) -> int:
     check_outputs(args.out, REPORT_FILES, args.overwrite)  # before any work
     torch.set_flush_denormal(True)
     pkg = load_package(args.model)
+    if args.dense_ok and not pkg.model.is_moe:
+        print(f"{args.model} is a dense model (no MoE layers): no expert report")
+        return 0
     dd = load_datadir(args.data)
     groups = select_groups(dd, args.groups.split(",") if args.groups else None)
     ds = AsrDataset(dd, None, None, pkg.config.data, train=False)

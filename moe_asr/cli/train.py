@@ -11,7 +11,8 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
         help="parameter counts of a model config: total and active per frame, per component",
         description="Build the model of CONFIG (with --set overrides) and print total "
         "parameters and parameters active per frame (MoE: only the top-k experts count) per "
-        "component. Guidance labels get --label-values values each.",
+        "component. Guidance labels get --label-values values each (the group label: the values "
+        "of model.moe.guidance.groups).",
     )
     p.add_argument("config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -24,16 +25,14 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 def _run_info(args: argparse.Namespace) -> int:
     from moe_asr.config import load_config
-    from moe_asr.data.labels import UNK_LABEL, LabelVocab
     from moe_asr.model import build_model, parameter_summary
+    from moe_asr.nn.groups import placeholder_vocab
 
     cfg = load_config(args.config, args.set)
     vocab_size = args.vocab_size or cfg.tokenizer.vocab_size
-    names = cfg.model.moe.guidance.labels
-    vocab = LabelVocab(
-        {n: [UNK_LABEL, *(f"v{i}" for i in range(args.label_values))] for n in names}
-    )
-    model = build_model(cfg.model, vocab_size, vocab if names else None)
+    guidance = cfg.model.moe.guidance
+    vocab = placeholder_vocab(guidance, args.label_values) if guidance.labels else None
+    model = build_model(cfg.model, vocab_size, vocab)
     m = cfg.model
     print(
         f"{args.config}: ffn={m.ffn} d_model={m.d_model} layers={m.num_layers} "

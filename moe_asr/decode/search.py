@@ -24,7 +24,6 @@ from moe_asr.config import DecodeConfig
 from moe_asr.decode.ctc import CtcBeamDecoder, DecodeError, Hypothesis, ctc_greedy
 from moe_asr.decode.joint import joint_beam_search
 from moe_asr.decode.rescore import attention_rescore
-from moe_asr.nn.moe import expert_groups
 
 __all__ = [
     "MODES",
@@ -32,7 +31,7 @@ __all__ = [
     "Recognizer",
     "pad_features",
     "check_options",
-    "accent_routing",
+    "inference_routing",
 ]
 
 MODES = ("ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescoring")
@@ -82,27 +81,33 @@ def check_options(cfg: DecodeConfig) -> None:
         )
 
 
-def accent_routing(package, accent: str | None):
-    """RoutingOptions forcing ``accent`` (None -> None, label-free); raises DecodeError
-    when the model was not trained with accent guidance or does not know the accent."""
-    if accent is None:
-        return None
-    from moe_asr.model import RoutingOptions
+def inference_routing(
+    package,
+    forced: dict[str, str] | None = None,
+    expert_mask: dict[int, list[int]] | None = None,
+    *,
+    accent: str | None = None,
+):
+    """Checked RoutingOptions for a package's model, or None (label-free, nothing masked).
 
-    vocab = package.label_vocab
-    guided = getattr(package.model, "guide_names", [])
-    if vocab is None or "accent" not in vocab.names or "accent" not in guided:
-        raise DecodeError(f"--accent {accent}: this model was not trained with accent guidance")
-    known = vocab.values["accent"][1:]
-    if accent not in known:
-        raise DecodeError(f"--accent {accent}: unknown accent; the model knows {', '.join(known)}")
-    return RoutingOptions(mode="forced", forced={"accent": accent})
+    ``forced``: label -> value (``--force noise=white``); ``accent``: the ``--accent X``
+    alias of ``forced["accent"] = X``; ``expert_mask``: layer -> experts switched off.
+    Raises a UserError naming the option when the model cannot route that way."""
+    forced = dict(forced or {})
+    if accent is not None:
+        if forced.get("accent", accent) != accent:
+            raise DecodeError(f"--accent {accent} contradicts --force accent={forced['accent']}")
+        forced["accent"] = accent
+    if not forced and not expert_mask:
+        return None
+    return package.model.forced_routing(forced, expert_mask)
 
 
 class Recognizer:
     """Decode raw fbank features with a model package's model and tokenizer.
 
-    ``model``: an AsrModel in eval mode; ``label_vocab``: the package's (for label names).
+    ``model``: an AsrModel in eval mode (label names and probabilities come from it);
+    ``label_vocab``: the package's, kept for callers.
     """
 
     def __init__(
@@ -199,7 +204,12 @@ class Recognizer:
                 )
                 for b in range(x.shape[0])
             ]
-        labels = self._label_probs(enc.label_logits, enc.router_stats)
+        labels = {
+            name: [
+                {v: round(float(p), 4) for v, p in zip(lp.values, row)} for row in lp.probs.cpu()
+            ]
+            for name, lp in self.model.label_probs(enc).items()
+        }
         results = []
         for b, hyps in enumerate(nbests):
             hyps = hyps[: self.cfg.nbest]
@@ -216,38 +226,3 @@ class Recognizer:
                 )
             )
         return results
-
-    def _label_probs(self, label_logits: dict[str, Tensor], router_stats: list) -> dict:
-        """name -> per item {value: probability} (unk excluded): from the label head, else
-        from the routers trained with the label loss (group score = logsumexp of the
-        group's expert logits, frame log-softmax averaged over real frames and layers)."""
-        out: dict[str, list[dict[str, float]]] = {}
-        if self.label_vocab is None:
-            return out
-        logits_by_name = dict(label_logits)
-        guide = self.model.cfg.moe.guidance
-        if guide.router_loss_weight > 0 and router_stats:
-            layers = set(guide.router_loss_layers or self.model.moe_layers)
-            for name in guide.labels[:1]:  # the router loss guides by the first label
-                if name in logits_by_name:
-                    continue
-                n_values = self.label_vocab.size(name) - 1
-                per_layer = []
-                for st in router_stats:
-                    if st.layer not in layers:
-                        continue
-                    groups = expert_groups(st.logits.shape[-1], n_values)
-                    score = torch.stack([st.logits[..., g].logsumexp(-1) for g in groups], -1)
-                    m = st.mask[..., None].float()  # (B, T, 1)
-                    mean = (score.log_softmax(-1) * m).sum(1) / m.sum(1).clamp_min(1)
-                    per_layer.append(mean)  # (B, G)
-                if per_layer:
-                    avg = torch.stack(per_layer).mean(0)
-                    logits_by_name[name] = torch.cat(
-                        [avg.new_full((avg.shape[0], 1), -1e4), avg], 1
-                    )
-        for name, logits in logits_by_name.items():
-            values = self.label_vocab.values[name]
-            probs = logits[:, 1:].float().softmax(-1).cpu()
-            out[name] = [{v: round(float(p), 4) for v, p in zip(values[1:], row)} for row in probs]
-        return out

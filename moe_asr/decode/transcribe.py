@@ -29,7 +29,7 @@ import numpy as np
 
 from moe_asr.config import DecodeConfig
 from moe_asr.decode.align import WordTiming, align_words
-from moe_asr.decode.search import Recognizer, accent_routing
+from moe_asr.decode.search import Recognizer, inference_routing
 from moe_asr.errors import UserError
 
 __all__ = [
@@ -203,7 +203,8 @@ class Transcriber:
     """Transcribe audio with a model package (``moe_asr.package.ModelPackage``, or an ONNX
     export loaded by ``moe_asr.decode.onnx.load_model``).
 
-    ``accent``: force label-guided routing with this accent (the model must have been
+    ``routing``: inference routing (``inference_routing``: forced labels, masked experts;
+    None = label-free); ``accent``: alias of forcing ``accent`` (the model must have been
     trained with accent guidance); ``timestamps``: keep word times in the output (the
     alignment runs regardless: it gives the confidence); ``pause_seconds``: a silence
     between words this long starts a new segment (0: one segment per window).
@@ -215,6 +216,7 @@ class Transcriber:
         cfg: DecodeConfig,
         *,
         accent: str | None = None,
+        routing=None,
         timestamps: bool = True,
         pause_seconds: float = 1.0,
     ) -> None:
@@ -223,7 +225,11 @@ class Transcriber:
         self.recognizer = Recognizer.from_package(package, cfg)
         self.timestamps = timestamps
         self.pause_seconds = pause_seconds
-        self.routing = accent_routing(package, accent)
+        self.routing = routing
+        if accent is not None:
+            forced = dict(routing.forced) if routing is not None else {}
+            mask = dict(routing.expert_mask) if routing is not None else {}
+            self.routing = inference_routing(package, forced, mask, accent=accent)
         if cfg.window_seconds <= 0:
             raise UserError(f"window_seconds must be positive, got {cfg.window_seconds}")
 

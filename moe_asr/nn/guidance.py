@@ -1,21 +1,32 @@
-"""Label guidance for MoE routers: label embeddings, hard expert groups, utterance estimates.
+"""Label guidance for MoE routers: the one owner of labels (and expert masks) in routing.
 
-Layer indices are 0-based. With ``GuidanceConfig``:
+Any ``utt2<label>`` file can guide (``GuidanceConfig.labels``); nothing here knows "accent".
+Layer indices are 0-based; guidance reaches the MoE layers in ``guided_layers`` (all when
+empty), the group mechanisms (b), (c), (e) the layers of ``router_loss_layers`` (default:
+the guided layers). Expert groups of the group label (``group_label``, default the first
+label) are single values or families (``groups``: value -> family), see ``nn.groups``.
+
 (a) ``embed``: a learned embedding per label (summed over label names) is added to the
-    router input of every MoE layer; in training labels are replaced by ``unk`` with
-    probability ``label_dropout``; label-free inference feeds ``unk``.
-(b) ``router_loss_weight``: frame-level cross-entropy predicting the label from the router
-    logits, one group of experts per label value (``expert_groups``), group score =
-    logsumexp of its experts' logits.
-(c) ``hard_groups``: in training (and in forced/oracle inference) routing is restricted
-    to the experts of the utterance's group for the first guidance label, in the layers
-    of (b) (``router_loss_layers``; all MoE layers when empty), whose routers learn the
-    same partition and so keep it label-free; other layers route freely in training too.
+    router input; in training labels are replaced by ``unk`` with probability
+    ``label_dropout``; label-free inference feeds ``unk``.
+(b) ``router_loss_weight``: frame-level cross-entropy predicting the label's group from
+    the router logits (group score = logsumexp of its experts' logits), for every label
+    (labels other than the group label: one group per value); with (e), of the group
+    routers' logits for the group label.
+(c) ``hard_groups``: in training (and forced/oracle inference) routing is restricted to
+    the experts of the utterance's group; the routers learn the same partition through
+    (b) and so keep it label-free.
 (d) ``utterance_estimate``: a head on the masked mean of the output of layer
     ``estimate_layer`` predicts each label (``label_logits``, trained with the label
-    loss); layers after it receive the probability-weighted (soft) label embedding.
-    In training an utterance whose label is known and not dropped receives its true
-    label embedding instead, so routers learn from clean labels and from the estimate.
+    loss); later layers receive the probability-weighted (soft) label embedding; in
+    training an utterance whose label is known and kept receives its true embedding.
+(e) ``group_router`` (hierarchical, DLG-MoE style): a linear group router on each layer's
+    input picks a group per frame (or per utterance, ``group_decision``); the MoE router
+    picks its top-k inside the group. Training, forced and oracle routing use the label's
+    group (a dropped or unknown label: the group router's choice); label-free inference
+    uses the group router. ``free_experts`` of the top-k choices (with (c) or (e)) are free
+    over all experts: a path shared across groups.
+The label loss ((b) + (d)) is scaled by the step schedule ``loss_scale(step)``.
 """
 
 from __future__ import annotations
@@ -23,48 +34,97 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from moe_asr.config import GuidanceConfig
+from moe_asr.config import ConfigError, MoEConfig
 from moe_asr.data.labels import LabelVocab
-from moe_asr.nn.moe import RouterStats, expert_groups
+from moe_asr.errors import UserError
+from moe_asr.nn.conformer import RouteFn
+from moe_asr.nn.groups import (
+    LabelGroups,
+    group_label_loss,
+    group_scores,
+    known_label_loss,
+    mean_group_log_probs,
+    router_label_loss,
+)
+from moe_asr.nn.moe import MoERouting, RouterStats
+from moe_asr.nn.routing import ROUTING_MODES, LabelProbs, RoutingOptions
 
-__all__ = ["LabelGuidance", "GuidancePlan", "router_label_loss", "known_label_loss"]
+__all__ = [
+    "RoutingOptions",
+    "LabelProbs",
+    "GuidancePlan",
+    "LabelGuidance",
+    "router_label_loss",
+    "known_label_loss",
+]
+
+_DECISIONS = ("frame", "utterance")
 
 
 @dataclass
 class GuidancePlan:
-    """Label ids for one batch. ids: name -> (B,) given/forced ids (hard groups);
-    kept: the same after label dropout (embeddings); allowed: (B, E) hard-group mask."""
+    """Label ids for one batch. ids: name -> (B,) given/forced ids; kept: the same after
+    label dropout (embeddings); group: (B,) group ids of the group label that routing is
+    restricted to (-1 = unknown: all experts (c) / the group router decides (e)), or None."""
 
     ids: dict[str, Tensor]
     kept: dict[str, Tensor]
-    allowed: Tensor | None
+    group: Tensor | None
 
 
 class LabelGuidance(nn.Module):
-    """Label embeddings (a, d), hard groups (c), estimate heads (d) and the label losses."""
+    """Label embeddings (a), groups (b, c, e), estimate heads (d), losses, forcing, masks.
+
+    Built for every MoE model (without labels it only checks and applies expert masks).
+    """
 
     def __init__(
         self,
         d_model: int,
-        num_experts: int,
+        moe: MoEConfig,
         moe_layers: list[int],
-        cfg: GuidanceConfig,
-        vocab: LabelVocab,
+        num_layers: int,
+        vocab: LabelVocab | None,
     ) -> None:
         super().__init__()
+        cfg = moe.guidance
         self.cfg = cfg
-        self.vocab = vocab
+        self.vocab = vocab or LabelVocab()
         self.names = list(cfg.labels)
-        self.num_experts = num_experts
-        self.moe_layers = set(moe_layers)
-        self.group_layers = set(cfg.router_loss_layers or moe_layers)
+        self.num_experts = moe.num_experts
+        self.top_k = moe.top_k
+        self.moe_layers = list(moe_layers)
+        _check_layers(cfg, moe_layers, num_layers, self.names, vocab)
+        self.guided = set(cfg.guided_layers or moe_layers)
+        self.group_layers = set(cfg.router_loss_layers or self.guided)
+        self.group_label = cfg.group_label or (self.names[0] if self.names else "")
+        # expert groups: of the group label for (c)/(e), of every label for flat (b)
+        self.router_groups: dict[str, LabelGroups] = {}
+        if self.names and (cfg.router_loss_weight > 0 or cfg.hard_groups or cfg.group_router):
+            grouped = self.names if cfg.router_loss_weight > 0 and not cfg.group_router else []
+            for n in {*grouped, self.group_label}:
+                mapping = cfg.groups if n == self.group_label else {}
+                self.router_groups[n] = LabelGroups.build(
+                    n, self.vocab.values[n], mapping, moe.num_experts
+                )
+        self.label_groups = self.router_groups.get(self.group_label)
+        if self.names:
+            _check_groups(cfg, moe, self.label_groups)
+        # lookup tables of the group label on the model's device (not saved: config-derived)
+        groups = self.label_groups
+        value_group = torch.tensor(groups.value_group if groups else [], dtype=torch.long)
+        experts = torch.zeros(0, moe.num_experts, dtype=torch.bool)
+        if groups is not None:
+            experts = groups.expert_mask(torch.arange(-1, groups.num_groups), moe.num_experts)
+            experts = experts.roll(-1, 0)  # row g = group g's experts, row -1 (G) = all
+        self.register_buffer("_value_group", value_group, persistent=False)
+        self.register_buffer("_group_experts", experts, persistent=False)
         self.embed = nn.ModuleDict()
         if cfg.embed or cfg.utterance_estimate:
             for n in self.names:
-                self.embed[n] = nn.Embedding(vocab.size(n), d_model)
+                self.embed[n] = nn.Embedding(self.vocab.size(n), d_model)
                 nn.init.normal_(self.embed[n].weight, std=0.1)
         self.heads = nn.ModuleDict()
         if cfg.utterance_estimate:
@@ -73,9 +133,108 @@ class LabelGuidance(nn.Module):
                     nn.LayerNorm(d_model),
                     nn.Linear(d_model, d_model),
                     nn.SiLU(),
-                    nn.Linear(d_model, vocab.size(n)),
+                    nn.Linear(d_model, self.vocab.size(n)),
                 )
         self.estimate_after = cfg.estimate_layer if cfg.utterance_estimate else None
+        self.group_routers = nn.ModuleDict()
+        if cfg.group_router and self.label_groups is not None:
+            for i in sorted(self.group_layers):
+                self.group_routers[str(i)] = nn.Linear(d_model, self.label_groups.num_groups)
+
+    # ------------------------------------------------------------------ inference options
+    def forced_routing(
+        self, forced: dict[str, str] | None = None, expert_mask: dict[int, list[int]] | None = None
+    ) -> RoutingOptions:
+        """Checked RoutingOptions forcing ``forced`` (label -> value; empty: label-free) and
+        switching off ``expert_mask`` (layer -> experts); UserError names the bad option."""
+        routing = RoutingOptions(
+            mode="forced" if forced else "free",
+            forced=dict(forced or {}),
+            expert_mask={int(k): list(v) for k, v in (expert_mask or {}).items()},
+        )
+        self.check_routing(routing, None)
+        return routing
+
+    def check_routing(self, routing: RoutingOptions, labels: dict[str, Tensor] | None) -> None:
+        """UserError for an unknown mode, label, value, masked layer or expert."""
+        if routing.mode not in ROUTING_MODES:
+            raise UserError(
+                f"routing mode {routing.mode!r} is unknown; use one of {', '.join(ROUTING_MODES)}"
+            )
+        if routing.mode == "oracle" and not labels:
+            raise UserError("routing mode 'oracle' needs the utterance labels (utt2<label> files)")
+        for name, value in routing.forced.items():
+            if name not in self.names:
+                raise UserError(
+                    f"--force {name}={value}: cannot force {name!r}, this model was trained "
+                    f"with label guidance on {', '.join(self.names) or 'no labels'}"
+                )
+            known = self.vocab.values[name][1:]
+            if value not in known:
+                raise UserError(
+                    f"--force {name}={value}: unknown {name}; the model knows {', '.join(known)}"
+                )
+        for layer, experts in routing.expert_mask.items():
+            self._check_mask(layer, experts, self._restricting_groups(routing))
+        for name, ids in (labels or {}).items():
+            if name in self.names and ids.numel():
+                size = self.vocab.size(name)
+                if int(ids.min()) < 0 or int(ids.max()) >= size:
+                    raise UserError(f"label {name!r} ids must be in 0..{size - 1} (0 = unk)")
+
+    def _restricting_groups(self, routing: RoutingOptions) -> list[int]:
+        """Groups of the group label that routing may be restricted to under ``routing``."""
+        groups = self.label_groups
+        if groups is None or not (self.cfg.group_router or self.cfg.hard_groups):
+            return []
+        value = routing.forced.get(self.group_label) if routing.mode == "forced" else None
+        if value is not None:
+            return [groups.value_group[self.vocab.index(self.group_label, value)]]
+        if self.cfg.group_router or routing.mode == "oracle":
+            return list(range(groups.num_groups))
+        return []
+
+    def _check_mask(self, layer: int, experts: list[int], restricted: list[int]) -> None:
+        if layer not in self.moe_layers:
+            raise UserError(
+                f"--mask-experts {layer}:...: layer {layer} is not an MoE layer; the MoE "
+                f"layers are {self.moe_layers}"
+            )
+        e = self.num_experts
+        bad = [x for x in experts if not 0 <= x < e]
+        if bad:
+            raise UserError(f"expert mask for layer {layer}: experts {bad} not in 0..{e - 1}")
+        left = e - len(set(experts))
+        if left < self.top_k:
+            raise UserError(
+                f"expert mask for layer {layer} leaves {left} expert(s), fewer than "
+                f"top_k={self.top_k}"
+            )
+        groups = self.label_groups
+        if groups is not None and layer in self.group_layers:
+            need = self.top_k - self.cfg.free_experts
+            for g in restricted:
+                name, block = groups.names[g], groups.experts[g]
+                if len(set(block) - set(experts)) < need:
+                    raise UserError(
+                        f"expert mask for layer {layer} leaves fewer than {need} expert(s) of "
+                        f"group {name!r} (experts {list(block)}), which routing may be "
+                        "restricted to; mask fewer of them"
+                    )
+
+    # ------------------------------------------------------------------ routing
+    def loss_scale(self, step: int | None) -> float:
+        """Label-loss factor at training ``step`` (None: 1, the weights as configured)."""
+        cfg = self.cfg
+        if step is None:
+            return 1.0
+        warm = cfg.loss_warmup_steps
+        if warm > 0 and step < warm:
+            return step / warm
+        if cfg.loss_decay_steps > 0:
+            t = min(1.0, (step - warm) / cfg.loss_decay_steps)
+            return 1.0 + (cfg.loss_final_scale - 1.0) * t
+        return 1.0
 
     def plan(
         self,
@@ -100,46 +259,51 @@ class LabelGuidance(nn.Module):
             for n in self.names:
                 drop = torch.rand(batch, device=device) < self.cfg.label_dropout
                 kept[n] = ids[n].masked_fill(drop, 0)
-        allowed = None
-        if self.cfg.hard_groups and self.names and mode in ("forced", "oracle"):
-            allowed = self.group_mask(self.names[0], ids[self.names[0]])
-        return GuidancePlan(ids=ids, kept=kept, allowed=allowed)
+        group = None
+        if self.label_groups is not None and mode in ("forced", "oracle"):
+            if self.cfg.group_router:  # a dropped label: the group router decides
+                group = self._value_group[kept[self.group_label]]
+            elif self.cfg.hard_groups:
+                group = self._value_group[ids[self.group_label]]
+        return GuidancePlan(ids=ids, kept=kept, group=group)
 
-    def group_mask(self, name: str, ids: Tensor) -> Tensor:
-        """(B,) label ids -> (B, E) experts of each label's group (unk: all experts)."""
-        groups = expert_groups(self.num_experts, self.vocab.size(name) - 1)
-        table = torch.ones(self.vocab.size(name), self.num_experts, dtype=torch.bool)
-        for g, experts in enumerate(groups):
-            table[g + 1] = False
-            table[g + 1, experts] = True
-        return table.to(ids.device)[ids]
-
-    def estimate(self, h: Tensor, mask: Tensor) -> dict[str, Tensor]:
-        """h: (B, T, D), mask: (B, T) -> name -> logits (B, V); unk (0) is held at -1e4."""
-        m = mask[..., None].to(h.dtype)
-        pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, D)
-        out = {}
-        for n, head in self.heads.items():
-            logits = head(pooled).float()
-            out[n] = torch.cat([torch.full_like(logits[:, :1], -1e4), logits[:, 1:]], 1)
-        return out
-
-    def layer_inputs(
+    def route_fn(
         self,
-        plan: GuidancePlan,
-        layer: int,
-        h: Tensor,
-        mask: Tensor,
+        routing: RoutingOptions,
+        labels: dict[str, Tensor] | None,
+        batch: int,
+        device: torch.device,
         label_logits: dict[str, Tensor],
-    ) -> tuple[Tensor | None, Tensor | None]:
-        """Called before every layer; computes the (d) estimate into ``label_logits`` when due.
+        group_logits: dict[int, Tensor],
+    ) -> RouteFn:
+        """Per-call routing closure; writes the (d) estimates into ``label_logits`` and the
+        (e) group router logits (B, T', G) per layer into ``group_logits``."""
+        plan = self.plan(routing.mode, routing.forced, labels, batch, device)
 
-        Returns the router condition (B, D) or None and the hard-group mask (B, E) or None.
-        """
-        if self.estimate_after is not None and layer == self.estimate_after + 1:
-            label_logits.update(self.estimate(h, mask))
-        if layer not in self.moe_layers:
-            return None, None
+        def route(i: int, h: Tensor, mask: Tensor) -> MoERouting | None:
+            if self.estimate_after is not None and i == self.estimate_after + 1:
+                label_logits.update(self.estimate(h, mask))
+            if i not in self.moe_layers:
+                return None
+            cond = self._condition(plan, i, label_logits) if i in self.guided else None
+            allowed = None
+            if i in self.group_layers and self.label_groups is not None:
+                if self.group_routers:
+                    allowed = self._group_route(plan, i, h, mask, group_logits)
+                elif plan.group is not None:
+                    allowed = self._group_experts[plan.group]  # (B, E)
+            disabled = tuple(routing.expert_mask.get(i, ()))
+            if cond is None and allowed is None and not disabled:
+                return None
+            free = self.cfg.free_experts if allowed is not None else 0
+            return MoERouting(cond=cond, allowed=allowed, free=free, disabled=disabled)
+
+        return route
+
+    def _condition(
+        self, plan: GuidancePlan, layer: int, label_logits: dict[str, Tensor]
+    ) -> Tensor | None:
+        """(B, D) router condition: (a) embeddings, (d) soft estimate embeddings, or None."""
         cond = None
         for n in self.names:
             if n not in self.embed:
@@ -154,58 +318,176 @@ class LabelGuidance(nn.Module):
             else:
                 continue
             cond = e if cond is None else cond + e
-        allowed = plan.allowed if layer in self.group_layers else None
-        return cond, allowed
+        return cond
 
+    def _group_route(
+        self, plan: GuidancePlan, layer: int, h: Tensor, mask: Tensor, out: dict[int, Tensor]
+    ) -> Tensor:
+        """(e): h (B, T, D) -> allowed experts (B, T, E) of the group chosen per frame."""
+        logits = self.group_routers[str(layer)](h).float()  # (B, T, G)
+        out[layer] = logits
+        if self.cfg.group_decision == "utterance":
+            choice = mean_group_log_probs(logits, mask).argmax(-1)[:, None].expand(mask.shape)
+        else:
+            choice = logits.argmax(-1)  # (B, T)
+        if plan.group is not None:
+            given = plan.group[:, None]
+            choice = torch.where(given >= 0, given, choice)
+        return self._group_experts[choice]  # (B, T, E)
+
+    def estimate(self, h: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """h: (B, T, D), mask: (B, T) -> name -> logits (B, V); unk (0) is held at -1e4."""
+        m = mask[..., None].to(h.dtype)
+        pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, D)
+        out = {}
+        for n, head in self.heads.items():
+            logits = head(pooled).float()
+            out[n] = torch.cat([torch.full_like(logits[:, :1], -1e4), logits[:, 1:]], 1)
+        return out
+
+    # ------------------------------------------------------------------ losses, probabilities
     def label_loss(
         self,
         stats: list[RouterStats],
         label_logits: dict[str, Tensor],
+        group_logits: dict[int, Tensor],
         labels: dict[str, Tensor],
+        frame_mask: Tensor,
         zero: Tensor,
+        step: int | None = None,
     ) -> Tensor:
-        """Weighted (b) router label loss + (d) estimate loss, each averaged over its terms."""
+        """Scheduled, weighted (b) router/group label loss + (d) estimate loss, each averaged
+        over its terms. frame_mask: (B, T') real encoder frames."""
         total = zero
-        if self.cfg.router_loss_weight > 0:
-            terms = [
-                router_label_loss(s, labels[n], self.vocab.size(n))
-                for s in stats
-                if s.layer in self.group_layers
-                for n in self.names
-                if n in labels
-            ]
+        cfg = self.cfg
+        if cfg.router_loss_weight > 0:
+            terms = []
+            if cfg.group_router and self.group_label in labels:
+                assert self.label_groups is not None
+                target = self._value_group[labels[self.group_label]]
+                terms = [group_label_loss(g, target, frame_mask) for g in group_logits.values()]
+            elif not cfg.group_router:
+                terms = [
+                    group_label_loss(
+                        group_scores(s.logits, self.router_groups[n]),
+                        self.router_groups[n].group_ids(labels[n]),
+                        s.mask,
+                    )
+                    for s in stats
+                    if s.layer in self.group_layers
+                    for n in self.names
+                    if n in labels
+                ]
             if terms:
-                total = total + self.cfg.router_loss_weight * sum(terms) / len(terms)
-        if self.cfg.estimate_loss_weight > 0 and label_logits:
+                total = total + cfg.router_loss_weight * sum(terms) / len(terms)
+        if cfg.estimate_loss_weight > 0 and label_logits:
             terms = [
                 known_label_loss(label_logits[n], labels[n]) for n in self.names if n in labels
             ]
             if terms:
-                total = total + self.cfg.estimate_loss_weight * sum(terms) / len(terms)
-        return total
+                total = total + cfg.estimate_loss_weight * sum(terms) / len(terms)
+        scale = self.loss_scale(step)
+        return total if scale == 1.0 else total * scale
+
+    def label_probs(
+        self,
+        stats: list[RouterStats],
+        label_logits: dict[str, Tensor],
+        group_logits: dict[int, Tensor],
+        frame_mask: Tensor,
+    ) -> dict[str, LabelProbs]:
+        """Per-utterance label probabilities: from the (d) head where there is one, else
+        from the routers trained with (b) (group evidence averaged over real frames and
+        layers). A label whose groups are families is reported as ``<label>_group``."""
+        out: dict[str, LabelProbs] = {}
+        for n in self.names:
+            if n in label_logits:
+                values = self.vocab.values[n][1:]
+                out[n] = LabelProbs(values, label_logits[n][:, 1:].float().softmax(-1))
+                continue
+            groups = self.router_groups.get(n)
+            if groups is None or self.cfg.router_loss_weight <= 0:
+                continue
+            if self.cfg.group_router:
+                evidence = (
+                    [mean_group_log_probs(g, frame_mask) for g in group_logits.values()]
+                    if n == self.group_label
+                    else []
+                )
+            else:
+                evidence = [
+                    mean_group_log_probs(group_scores(s.logits, groups), s.mask)
+                    for s in stats
+                    if s.layer in self.group_layers
+                ]
+            if evidence:
+                probs = torch.stack(evidence).mean(0).softmax(-1)  # (B, G)
+                out[f"{n}_group" if groups.families else n] = LabelProbs(list(groups.names), probs)
+        return out
 
 
-def known_label_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """Cross-entropy over utterances whose label is known (id > 0); 0 when none is.
+def _check_layers(
+    cfg, moe_layers: list[int], num_layers: int, names: list[str], vocab: LabelVocab | None
+) -> None:
+    """ConfigError for guidance settings that do not fit the model's layers or labels."""
+    if names and (vocab is None or any(n not in vocab.values for n in names)):
+        have = vocab.names if vocab else []
+        raise ConfigError(
+            f"model.moe.guidance.labels={names} but the label vocabulary has {have}: "
+            "train on a data dir with the matching utt2<label> files"
+        )
+    if not names:
+        return  # guidance off: its other settings are ignored
+    if cfg.utterance_estimate and not 0 <= cfg.estimate_layer < num_layers - 1:
+        raise ConfigError(
+            f"model.moe.guidance.estimate_layer={cfg.estimate_layer} must be in "
+            f"0..{num_layers - 2} (0-based; later layers receive the estimate)"
+        )
+    for key in ("guided_layers", "router_loss_layers"):
+        bad = [i for i in getattr(cfg, key) if i not in moe_layers]
+        if bad:
+            raise ConfigError(
+                f"model.moe.guidance.{key}: layers {bad} are not MoE layers ({moe_layers})"
+            )
+    if cfg.group_label and cfg.group_label not in names:
+        raise ConfigError(
+            f"model.moe.guidance.group_label={cfg.group_label!r} is not one of labels={names}"
+        )
+    if cfg.group_decision not in _DECISIONS:
+        raise ConfigError(
+            f"model.moe.guidance.group_decision={cfg.group_decision!r}: use frame or utterance"
+        )
+    if min(cfg.loss_warmup_steps, cfg.loss_decay_steps) < 0 or cfg.loss_final_scale < 0:
+        raise ConfigError(
+            "model.moe.guidance: loss_warmup_steps, loss_decay_steps and loss_final_scale "
+            "must be >= 0"
+        )
 
-    logits: (B, V), target: (B,)."""
-    known = target > 0
-    if not bool(known.any()):
-        return logits.new_zeros(())
-    return F.cross_entropy(logits[known], target[known])
 
-
-def router_label_loss(stats: RouterStats, target: Tensor, num_values: int) -> Tensor:
-    """Frame-level CE of label groups from router logits.
-
-    stats.logits: (B, T, E); target: (B,) ids in 0..num_values-1, 0 = unk (ignored).
-    The score of value g is the logsumexp of the logits of its expert group.
-    """
-    logits = stats.logits  # (B, T, E)
-    groups = expert_groups(logits.shape[-1], num_values - 1)
-    scores = torch.stack([logits[..., g].logsumexp(-1) for g in groups], -1)  # (B, T, G)
-    frames = stats.mask & (target > 0)[:, None]  # (B, T)
-    if not bool(frames.any()):
-        return logits.new_zeros(())
-    frame_target = (target - 1)[:, None].expand_as(frames)
-    return F.cross_entropy(scores[frames], frame_target[frames])
+def _check_groups(cfg, moe: MoEConfig, groups: LabelGroups | None) -> None:
+    """ConfigError for (c)/(e) settings that cannot route."""
+    if cfg.group_router and cfg.hard_groups:
+        raise ConfigError(
+            "model.moe.guidance: group_router (hierarchical) and hard_groups (flat) both "
+            "restrict routing to label groups; enable one"
+        )
+    if cfg.group_router and cfg.router_loss_weight <= 0:
+        raise ConfigError(
+            "model.moe.guidance.group_router needs router_loss_weight > 0 (the group routers "
+            "learn from the label loss)"
+        )
+    restricted = cfg.group_router or cfg.hard_groups
+    if cfg.free_experts and not (restricted and 0 < cfg.free_experts < moe.top_k):
+        raise ConfigError(
+            f"model.moe.guidance.free_experts={cfg.free_experts} must be in 1..top_k-1 "
+            f"(top_k={moe.top_k}) and needs hard_groups or group_router"
+        )
+    if restricted and groups is not None:
+        need = moe.top_k - cfg.free_experts
+        smallest = min(len(b) for b in groups.experts)
+        if smallest < need:
+            raise ConfigError(
+                f"label groups give {smallest} expert(s) per {groups.name} group, fewer than "
+                f"the top_k - free_experts = {need} choices made inside a group; raise "
+                "num_experts, join values into families (guidance.groups) or lower top_k"
+            )

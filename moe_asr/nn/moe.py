@@ -80,12 +80,16 @@ class MoERouting:
     """Per-call routing inputs for one MoE layer.
 
     cond: (B, D) added to every frame's router input (label embedding), or None;
-    allowed: (B, E) bool, experts each utterance may use (hard label groups), or None;
+    allowed: (B, E) or (B, T, E) bool, experts each utterance (or frame) may use (label
+        groups), or None;
+    free: the last ``free`` of the top-k choices ignore ``allowed`` and take the best
+        remaining experts of all (one free choice beside the group's); needs ``allowed``;
     disabled: experts switched off for everyone (inference expert mask).
     """
 
     cond: Tensor | None = None
     allowed: Tensor | None = None
+    free: int = 0
     disabled: tuple[int, ...] = ()
 
 
@@ -156,16 +160,20 @@ class MoEFeedForward(nn.Module):
         sel = logits
         if self.training and self.noisy_gate_std > 0:
             sel = sel + torch.randn_like(sel) * self.noisy_gate_std
-        if routing is not None and (routing.allowed is not None or routing.disabled):
-            allowed = torch.ones(self.num_experts, dtype=torch.bool, device=x.device)
-            if routing.disabled:
-                allowed[list(routing.disabled)] = False
-            allowed = allowed.expand(b, -1)
-            if routing.allowed is not None:
-                allowed = allowed & routing.allowed
-            sel = sel.masked_fill(~allowed.index_select(0, utt), float("-inf"))
-        probs = sel.softmax(-1)  # (N, E)
-        topw, topi = probs.topk(self.top_k, dim=-1)  # (N, k)
+        if routing is not None and routing.disabled:
+            off = torch.zeros(self.num_experts, dtype=torch.bool, device=x.device)
+            off[list(routing.disabled)] = True
+            sel = sel.masked_fill(off, float("-inf"))
+        free = routing.free if routing is not None and routing.allowed is not None else 0
+        if free:
+            probs, topw, topi = self._group_plus_free(
+                sel, self._allowed_rows(routing, utt, real, t), free
+            )
+        else:
+            if routing is not None and routing.allowed is not None:
+                sel = sel.masked_fill(~self._allowed_rows(routing, utt, real, t), float("-inf"))
+            probs = sel.softmax(-1)  # (N, E)
+            topw, topi = probs.topk(self.top_k, dim=-1)  # (N, k)
         if self.top_k > 1:
             topw = topw / topw.sum(-1, keepdim=True).clamp_min(1e-9)
 
@@ -221,6 +229,26 @@ class MoEFeedForward(nn.Module):
         self.router.weight.copy_(old[keep])  # (E', D)
         self.experts = nn.ModuleList(self.experts[e] for e in keep)
         self.num_experts = len(keep)
+
+    @staticmethod
+    def _allowed_rows(routing: MoERouting, utt: Tensor, real: Tensor, t: int) -> Tensor:
+        """(B, E) or (B, T, E) allowed experts -> (N, E) for the real frames."""
+        allowed = routing.allowed
+        assert allowed is not None
+        if allowed.dim() == 2:
+            return allowed.index_select(0, utt)
+        return allowed.reshape(-1, allowed.shape[-1]).index_select(0, real)
+
+    def _group_plus_free(
+        self, sel: Tensor, allowed: Tensor, free: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """sel: (N, E) logits, allowed: (N, E) -> probs (N, E), weights and indices (N, k):
+        the first k - free choices inside ``allowed``, the last ``free`` among the rest."""
+        group = sel.masked_fill(~allowed, float("-inf")).topk(self.top_k - free, dim=-1).indices
+        rest = sel.scatter(-1, group, float("-inf")).topk(free, dim=-1).indices
+        topi = torch.cat([group, rest], -1)  # (N, k), group choices first (capacity order)
+        probs = sel.softmax(-1)
+        return probs, probs.gather(-1, topi), topi
 
     def _dispatch(self, x: Tensor, idx: Tensor, weight: Tensor) -> Tensor:
         """x: (N, D), idx/weight: (N, k) -> (N, D) = sum_k weight * expert_idx(x)."""

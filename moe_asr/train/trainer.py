@@ -168,12 +168,12 @@ def _build(setup: TrainSetup, rank: int, world: int, device: torch.device):
     from moe_asr.data.features import Cmvn
     from moe_asr.data.labels import LabelVocab
     from moe_asr.data.tokenizer import Tokenizer
-    from moe_asr.model import build_model
+    from moe_asr.model import build_model, guidance_labels
 
     cfg = setup.config
     tokenizer = Tokenizer.load(setup.tokenizer_dir)
     train_dd = load_datadir(setup.train_data)
-    guide = cfg.model.moe.guidance.labels if cfg.model.ffn == "moe" else []
+    guide = guidance_labels(cfg.model)
     label_vocab = LabelVocab.from_tables(train_dd.groups, guide) if guide else None
     seed = cfg.train.seed
     train_ds = AsrDataset(train_dd, tokenizer, label_vocab, cfg.data, train=True, seed=seed)
@@ -245,7 +245,7 @@ def _train(
     if world > 1:
         # an expert may get no frames on a rank: DDP must tolerate unused parameters
         ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, find_unused_parameters="moe" in (cfg.model.ffn, cfg.model.decoder.ffn)
+            model, find_unused_parameters=model.is_moe or cfg.model.decoder.ffn == "moe"
         )
     optimizer = build_optimizer(model, tcfg)
     steps_per_epoch = max(1, math.ceil(len(sampler) / max(1, tcfg.accum_grad)))
@@ -341,7 +341,12 @@ def _train(
             with ctx:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.bf16):
                     out = ddp_model(
-                        batch.feats, batch.feat_lens, batch.tokens, batch.token_lens, batch.labels
+                        batch.feats,
+                        batch.feat_lens,
+                        batch.tokens,
+                        batch.token_lens,
+                        batch.labels,
+                        step=state["step"],  # label-loss schedule
                     )
                 finite = _all_true(bool(torch.isfinite(out.loss).item()), device)
                 if finite:

@@ -161,3 +161,32 @@ def test_select_groups_from_a_data_dir():
     assert select_groups(dd, ["spk", "accent"]) == {"spk": dd.utt2spk, "accent": {"u1": "es"}}
     with pytest.raises(UserError, match=r"no utt2gender file .*accent, noise, spk"):
         select_groups(dd, ["gender"])
+
+
+def test_report_cli_dense_ok_skips_a_dense_model(tmp_path, capsys):
+    from moe_asr.cli import main
+    from moe_asr.config import TokenizerConfig, config_from_dict
+    from moe_asr.data.tokenizer import train_tokenizer
+    from moe_asr.model import build_model
+    from moe_asr.package import save_package
+    from tests.tone_corpus import make_tone_corpus
+
+    small = {"d_model": 16, "num_heads": 2, "num_layers": 1, "d_ff": 16, "ffn": "dense"}
+    cfg = config_from_dict({"model": {**small, "decoder": {"num_layers": 1, "d_ff": 16}}})
+    tok = train_tokenizer(["ab"], TokenizerConfig(type="char"))
+    model = build_model(cfg.model, tok.vocab_size, None)
+    pkg = save_package(
+        tmp_path / "model.pt",
+        config=cfg,
+        model_state=model.state_dict(),
+        tokenizer_bytes=tok.to_bytes(),
+        label_vocab=None,
+    )
+    out = tmp_path / "report"
+    data = make_tone_corpus(tmp_path / "data", ["ab", "ba"], accents=["x"])
+    args = ["report", "--model", str(pkg), "--data", str(data), "--out", str(out)]
+    assert main([*args, "--dense-ok"]) == 0
+    assert "dense model (no MoE layers): no expert report" in capsys.readouterr().out
+    assert not out.exists()
+    assert main(args) == 1  # without --dense-ok it stays an error
+    assert "no MoE layers" in capsys.readouterr().err

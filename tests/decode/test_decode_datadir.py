@@ -14,7 +14,7 @@ from moe_asr.config import DecodeConfig
 from moe_asr.data.datadir import read_table
 from moe_asr.data.features import compute_fbank
 from moe_asr.decode.rescore import ctc_sequence_scores
-from moe_asr.decode.search import Recognizer
+from moe_asr.decode.search import Recognizer, inference_routing
 from moe_asr.package import load_package
 from tests.decode_model import ACCENTS, TEXTS, train_tiny_package, write_datadir_of
 from tests.tone_corpus import tone_wave
@@ -138,3 +138,35 @@ def test_accent_is_predicted_from_routers_trained_with_the_label_loss(setup, tmp
     predicted = [max(r.labels["accent"], key=r.labels["accent"].get) for r in recs]
     assert predicted == ACCENTS
     assert all(sum(r.labels["accent"].values()) == pytest.approx(1.0, abs=1e-3) for r in recs)
+
+
+def test_force_and_mask_experts_options(setup, capsys):
+    base = ["decode", "--model", str(setup["model"]), "--data", str(setup["data"])]
+    out = setup["root"] / "forced"
+    opts = ["--force", "accent=y", "--mask-experts", "1:0", "--no-progress"]
+    assert main([*base, "--out", str(out), *opts]) == 0
+    assert set(read_table(out / "hyp.txt", allow_empty=True)) == set(
+        read_table(setup["data"] / "text")
+    )
+    never = str(setup["root"] / "never")
+    for bad, err in [
+        (
+            ["--force", "noise=white"],
+            "cannot force 'noise', this model was trained with label guidance on accent",
+        ),
+        (["--force", "accent"], "expected LABEL=VALUE"),
+        (["--mask-experts", "5:0"], "layer 5 is not an MoE layer"),
+        (["--mask-experts", "0:0,1"], "fewer than top_k=1"),
+        (["--accent", "x", "--force", "accent=y"], "--accent x contradicts --force accent=y"),
+    ]:
+        assert main([*base, "--out", never, *bad]) == 1, bad
+        assert err in capsys.readouterr().err, bad
+    # the options reach the encoder: layer 1 uses only the unmasked expert
+    pkg = setup["package"]
+    routing = inference_routing(pkg, {}, {1: [0]}, accent="x")
+    assert routing.forced == {"accent": "x"} and routing.mode == "forced"
+    assert inference_routing(pkg) is None
+    feats = compute_fbank(tone_wave(TEXTS[0], seed=0), pkg.config.data.features)
+    with torch.no_grad():
+        enc = pkg.model.encode(feats[None], torch.tensor([feats.shape[0]]), routing)
+    assert all((s.topk_idx[s.mask] == 1).all() for s in enc.router_stats if s.layer == 1)

@@ -121,6 +121,17 @@ def test_forced_accent_changes_routing_but_not_the_interface(setup, capsys):
     assert capsys.readouterr().out.split("\t")[0] == f
     assert main(["transcribe", str(setup["model"]), f, "--accent", "q"]) == 1
     assert "unknown accent" in capsys.readouterr().err
+    # --accent is an alias of --force accent=..., and --mask-experts reaches transcribe too
+    outs = []
+    for opts in (
+        ["--accent", "y"],
+        ["--force", "accent=y"],
+        ["--force", "accent=y", "--mask-experts", "1:1"],
+    ):
+        assert main(["transcribe", str(setup["model"]), f, "--json", *opts]) == 0
+        row = json.loads(capsys.readouterr().out)
+        outs.append((row["text"], row["accent_probs"]))
+    assert outs[0] == outs[1]
 
 
 class _StubRecognizer:

@@ -262,3 +262,45 @@ def test_keep_experts_slices_router_rows_and_experts(top_k):
         moe.keep_experts([0, 0])
     with pytest.raises(ValueError, match="top_k"):
         moe.keep_experts([])
+
+
+def test_per_frame_allowed_experts():
+    torch.manual_seed(6)
+    moe = MoEFeedForward(D, FF, num_experts=4, top_k=1).eval()
+    x = torch.randn(2, 5, D)
+    mask = _mask([5, 3], 5)
+    allowed = torch.zeros(2, 5, 4, dtype=torch.bool)
+    allowed[:, :, 0] = True  # frames 0..2: expert 0 only; frames 3..4: expert 3 only
+    allowed[:, 3:] = torch.tensor([False, False, False, True])
+    y, s = moe(x, mask, MoERouting(allowed=allowed))
+    assert (s.topk_idx[:, :3, 0] == 0).all() and (s.topk_idx[0, 3:, 0] == 3).all()
+    torch.testing.assert_close(y, _reference_with(moe, x, mask, s))
+
+
+def _reference_with(moe, x, mask, stats):
+    outs = torch.stack([e(x) for e in moe.experts], -2)  # (B, T, E, D)
+    picked = outs.gather(-2, stats.topk_idx[..., None].expand(-1, -1, -1, D))
+    return (picked * stats.topk_weight[..., None]).sum(-2) * mask[..., None]
+
+
+def test_free_choice_beside_the_group_choice():
+    torch.manual_seed(7)
+    moe = MoEFeedForward(D, FF, num_experts=4, top_k=2).eval()
+    x = torch.randn(2, 6, D)
+    mask = _mask([6, 4], 6)
+    allowed = torch.tensor([[True, True, False, False], [False, False, True, True]])
+    y, s = moe(x, mask, MoERouting(allowed=allowed, free=1, disabled=(1,)))
+    first, second = s.topk_idx[..., 0], s.topk_idx[..., 1]
+    assert (first[0][mask[0]] == 0).all()  # group {0, 1} minus the disabled expert 1
+    assert set(first[1][mask[1]].tolist()) <= {2, 3}
+    assert (first != second)[mask].all() and (second[mask] != 1).all()
+    # the free choice is the best remaining expert of all, by the clean router logits
+    rest = s.logits.scatter(-1, first[..., None], float("-inf"))
+    rest[..., 1] = float("-inf")
+    assert torch.equal(second[mask], rest.argmax(-1)[mask])
+    torch.testing.assert_close(s.topk_weight.sum(-1)[mask], torch.ones(10))
+    torch.testing.assert_close(y, _reference_with(moe, x, mask, s))
+    # without a group restriction `free` changes nothing
+    a, sa = moe(x, mask, MoERouting(free=1))
+    b, sb = moe(x, mask)
+    assert torch.equal(sa.topk_idx, sb.topk_idx)

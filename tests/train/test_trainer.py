@@ -279,3 +279,29 @@ def test_init_upcycles_a_dense_run_and_resume_keeps_it(corpus, tmp_path, capsys)
     assert main(_args(corpus, other, *steps, "--init", str(ckpt), "--init-noise", "0.01")) == 0
     report = json.loads((other / "init.json").read_text())
     assert report["kind"] == "checkpoint" and report["noise"] == 0.01 and report["skipped"] == []
+
+
+def test_training_step_reaches_the_label_loss_schedule(corpus, tmp_path, monkeypatch):
+    from moe_asr.model import AsrModel
+
+    seen = []
+    forward = AsrModel.forward
+
+    def recording(self, *args, step=None, **kw):
+        out = forward(self, *args, step=step, **kw)
+        if self.training:
+            seen.append((step, float(out.label_loss.detach())))
+        return out
+
+    monkeypatch.setattr(AsrModel, "forward", recording)
+    guided = [
+        "model.moe.guidance.labels=[accent]",
+        "model.moe.guidance.group_router=true",
+        "model.moe.guidance.router_loss_weight=1.0",
+        "model.moe.guidance.loss_warmup_steps=2",
+        "train.max_steps=4",
+    ]
+    sets = [a for s in guided for a in ("--set", s)]
+    assert main(_args(corpus, tmp_path / "exp", *sets)) == 0
+    assert [s for s, _ in seen] == [0, 1, 2, 3]
+    assert seen[0][1] == 0.0 and all(loss > 0 for _, loss in seen[1:])  # warm-up from 0
