@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-all lint format venv clean-venv
+.PHONY: demo test test-all test-threads lint format venv clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(STAMP)
 # Fast suite (CI); slow end-to-end checks are marked and run by `make test-all`.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
+
+# The fast suite at 2 torch threads in a shuffled order (seed printed): no test may depend on
+# one thread count's float results or on the order tests run in.
+test-threads: $(STAMP)
+	MOE_ASR_TEST_THREADS=2 $(BIN)/python -m pytest -q -m "not slow" --random-order-bucket=module tests
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -76,10 +76,20 @@ class OnnxAcousticModel:
         # graph, which takes CPU numpy arrays
         self.cmvn_mean = torch.zeros(1)
 
-    def encode(self, feats: Tensor, feat_lens: Tensor, routing=None) -> OnnxEncoderOutput:
+    def encode(
+        self,
+        feats: Tensor,
+        feat_lens: Tensor,
+        routing=None,
+        *,
+        chunk_frames: int = 0,
+        left_chunks: int = -1,
+    ) -> OnnxEncoderOutput:
         """feats (B, T, F) raw fbank, feat_lens (B,) -> CTC log-probs (B, T', V), lens (B,)."""
         if routing is not None:
-            raise UserError("an ONNX export routes label-free only (no --accent)")
+            raise UserError("an ONNX export routes label-free only (no --accent/--force)")
+        if chunk_frames:
+            raise UserError("an ONNX export decodes full context only (no --chunk-frames)")
         lp, lens = self.session.run(
             None,
             {"feats": feats.float().cpu().numpy(), "feat_lens": feat_lens.long().cpu().numpy()},
@@ -88,6 +98,16 @@ class OnnxAcousticModel:
 
     def ctc_log_probs(self, enc: OnnxEncoderOutput) -> Tensor:
         return enc.log_probs
+
+    def label_probs(self, enc: OnnxEncoderOutput) -> dict:
+        """The export holds encoder + CTC only: no label head, no routers to read."""
+        return {}
+
+    def forced_routing(self, forced=None, expert_mask=None):
+        raise UserError(
+            "an ONNX export routes label-free only: --accent/--force/--mask-experts need the "
+            "model.pt package"
+        )
 
 
 def is_onnx(path: str | Path) -> bool:
