@@ -289,11 +289,7 @@ class AsrModel(nn.Module):
         x = x.masked_fill(~mask[..., None], 0.0)
         label_logits: dict[str, Tensor] = {}
         group_logits: dict[int, Tensor] = {}
-        route_fn = None
-        if self.guidance is not None:
-            route_fn = self.guidance.route_fn(
-                routing, labels, feats.shape[0], feats.device, label_logits, group_logits
-            )
+        route_fn = self._route_fn(routing, labels, feats, label_logits, group_logits)
         out, lens, stats = self.encoder(
             x, feat_lens, route_fn, chunk=chunk_frames, left_chunks=left_chunks
         )
@@ -331,11 +327,7 @@ class AsrModel(nn.Module):
         x = (feats - self.cmvn_mean) / self.cmvn_std
         label_logits: dict[str, Tensor] = {}
         group_logits: dict[int, Tensor] = {}
-        route_fn = None
-        if self.guidance is not None:
-            route_fn = self.guidance.route_fn(
-                routing, labels, feats.shape[0], feats.device, label_logits, group_logits
-            )
+        route_fn = self._route_fn(routing, labels, feats, label_logits, group_logits)
         out, cache, stats = self.encoder.forward_chunk(
             x, cache, route_fn, history=history_frames(chunk_frames, left_chunks)
         )
@@ -348,6 +340,14 @@ class AsrModel(nn.Module):
             group_logits=group_logits,
         )
         return enc, cache
+
+    def _route_fn(self, routing, labels, feats: Tensor, label_logits: dict, group_logits: dict):
+        """The encoder's routing closure (None for a model without guidance)."""
+        if self.guidance is None:
+            return None
+        return self.guidance.route_fn(
+            routing, labels, feats.shape[0], feats.device, label_logits, group_logits
+        )
 
     def _check_chunk(self, chunk_frames: int, left_chunks: int) -> None:
         if not self.cfg.streaming.enabled:

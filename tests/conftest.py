@@ -1,9 +1,10 @@
 """Suite-wide settings: the torch thread count every test runs with.
 
-``MOE_ASR_TEST_THREADS`` (default 1) sets ``torch.set_num_threads`` before each test, so the
-suite can be run at 1 and at 2 threads (``make test-threads``) to show that no test depends
-on the float results of one thread count. Module fixtures that train a tiny model pin one
-thread themselves (they are as fast and immune to OpenMP waits on a busy machine).
+``MOE_ASR_TEST_THREADS`` (default 1: tiny models are as fast on one thread and immune to
+OpenMP waits on a busy machine) sets ``torch.set_num_threads`` for each test module (its
+fixtures, e.g. a tiny model trained once) and each test, so the suite can be run at 1 and
+at 2 threads (``make test-threads``) to show that no test depends on the float results of
+one thread count.
 """
 
 from __future__ import annotations
@@ -20,9 +21,18 @@ def pytest_report_header(config) -> str:
     return f"torch {torch.__version__}, {THREADS} torch thread(s) per test (MOE_ASR_TEST_THREADS)"
 
 
-@pytest.fixture(autouse=True)
-def _torch_threads():
+def _pinned():
     before = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_threads():
+    yield from _pinned()
+
+
+@pytest.fixture(autouse=True)
+def _test_threads():
+    yield from _pinned()

@@ -17,8 +17,6 @@ from moe_asr.package import load_package
 from tests.decode_model import TEXTS, train_tiny_package
 from tests.tone_corpus import tone_wave
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

@@ -14,15 +14,6 @@ F_IN, V = 16, 7  # tokens: 0 blank, 1 unk, 2..5 symbols, 6 sos/eos
 VOCAB = LabelVocab({"accent": ["unk", "a", "b"]})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is as fast and immune to OpenMP waits on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _cfg(**moe_kw) -> ModelConfig:
     guidance = moe_kw.pop("guidance", GuidanceConfig())
     model_kw = {k: moe_kw.pop(k) for k in list(moe_kw) if k in ("ffn", "num_layers", "ctc_weight")}

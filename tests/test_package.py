@@ -14,8 +14,6 @@ from moe_asr.data.tokenizer import TokenizerConfig, train_tokenizer
 from moe_asr.model import build_model
 from moe_asr.package import PackageError, load_package, save_package
 
-torch.set_num_threads(1)
-
 _TINY = {
     "model": {
         "d_model": 16,

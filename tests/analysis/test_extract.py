@@ -24,14 +24,6 @@ TEXTS = ["abc", "bad", "cafe", "face", "head", "bead"]
 ROUTED = {(0, 0): [0, 1], (0, 1): [2, 3], (1, 0): [1, 3], (1, 1): [0, 2]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _config(ffn: str = "moe", top_k: int = 2, **guidance) -> Config:
     return Config(
         model=ModelConfig(

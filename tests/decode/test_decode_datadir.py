@@ -19,8 +19,6 @@ from moe_asr.package import load_package
 from tests.decode_model import ACCENTS, TEXTS, train_tiny_package, write_datadir_of
 from tests.tone_corpus import tone_wave
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

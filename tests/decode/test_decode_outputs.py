@@ -4,13 +4,10 @@ other files are kept), and a full disk is a one-line error that leaves no 0-byte
 from __future__ import annotations
 
 import pytest
-import torch
 
 from moe_asr.cli import main
 from tests.decode_model import TEXTS, train_tiny_package, write_datadir_of
 from tests.test_files import full_disk
-
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

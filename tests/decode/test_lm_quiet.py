@@ -11,7 +11,6 @@ import torch
 from moe_asr.decode.ctc import CtcBeamDecoder, _drop_kenlm_banner
 from moe_asr.lm import train_ngram
 
-torch.set_num_threads(1)
 PIECES = ["<blank>", "<unk>", "▁", "a", "b", "c", "<sos/eos>"]
 
 

@@ -8,15 +8,12 @@ import json
 
 import pytest
 import soundfile as sf
-import torch
 
 from moe_asr.cli import main
 from moe_asr.decode.onnx import OnnxAcousticModel, load_model
 from moe_asr.lm import train_ngram
 from tests.decode_model import SR, TEXTS, train_tiny_package, write_datadir_of
 from tests.tone_corpus import tone_wave
-
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ from moe_asr.package import load_package
 from tests.decode_model import TEXTS, train_tiny_package, write_datadir_of
 from tests.tone_corpus import tone_wave
 
-torch.set_num_threads(1)
 torch.set_flush_denormal(True)
 
 PIECES = ["<blank>", "<unk>", "a", "b", "c", "d", "e", "f", "▁", "<sos/eos>"]

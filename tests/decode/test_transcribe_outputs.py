@@ -23,7 +23,6 @@ from moe_asr.model import build_model
 from moe_asr.package import ModelPackage, save_package
 from tests.decode_model import _CONFIG
 
-torch.set_num_threads(1)
 SR = 16000
 FRAME = 0.04  # encoder frame of the tiny config (subsampling 4 x 10 ms)
 

@@ -9,15 +9,6 @@ from moe_asr.nn.moe import FeedForward, MoEFeedForward
 F_IN, D = 20, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is as fast and immune to OpenMP waits on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _encoder(moe: bool, subsampling: int = 4) -> ConformerEncoder:
     def make_ffn(i: int):
         if moe and i % 2 == 1:

@@ -18,14 +18,6 @@ VOCAB = LabelVocab(
 FAMILIES = {"en-gb": "native", "en-us": "native", "de": "other", "fr": "other"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _guidance(moe_layers=(0, 1, 2, 3), num_layers=4, experts=4, top_k=1, **kw):
     moe = MoEConfig(num_experts=experts, top_k=top_k, guidance=GuidanceConfig(**kw))
     return LabelGuidance(D, moe, list(moe_layers), num_layers, VOCAB)

@@ -18,15 +18,6 @@ from moe_asr.nn.moe import (
 D, FF = 8, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is as fast and immune to OpenMP waits on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _mask(lens, t):
     return torch.arange(t)[None] < torch.tensor(lens)[:, None]
 

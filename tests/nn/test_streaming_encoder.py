@@ -18,14 +18,6 @@ F_IN = 20
 VOCAB = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(ffn: str = "moe", guided: bool = False, subsampling: int = 4, streaming=True):
     moe = {"num_experts": 3, "top_k": 2, "num_shared_experts": 1}
     vocab = None

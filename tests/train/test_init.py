@@ -30,14 +30,6 @@ TOK = Tokenizer("char", ["<blank>", "<unk>", "a", "b", "c", "▁", "<sos/eos>"])
 OTHER_TOK = Tokenizer("char", ["<blank>", "<unk>", "a", "b", "d", "▁", "<sos/eos>"])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _cfg(ffn: str = "moe", **moe_kw) -> ModelConfig:
     dec_ff = moe_kw.pop("dec_ff", 32)
     return ModelConfig(

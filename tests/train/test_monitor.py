@@ -14,8 +14,6 @@ from moe_asr.nn.moe import RouterStats
 from moe_asr.progress import LineProgress, progress_bar
 from moe_asr.train.monitor import TrainLogger, routing_summary
 
-torch.set_num_threads(1)
-
 
 def _stats(layer: int, half: int, expert: int) -> RouterStats:
     """4 real frames (of 5) all routed to ``expert`` of 2."""

@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-import torch
 import yaml
 
 from moe_asr.cli import main
@@ -21,8 +20,6 @@ from moe_asr.train.checkpoint import load_checkpoint
 from moe_asr.train.trainer import transcript_warnings
 from tests.test_files import full_disk
 from tests.train.test_trainer import _args, corpus  # noqa: F401 - the shared fixture
-
-torch.set_num_threads(1)
 
 
 def test_second_training_and_side_resume_are_refused_first_run_intact(corpus, tmp_path):  # noqa: F811
