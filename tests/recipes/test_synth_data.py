@@ -26,7 +26,8 @@ def _calls(tmp: Path, *opts: str) -> tuple[subprocess.CompletedProcess, dict[str
     for line in log.read_text().splitlines() if log.exists() else []:
         words = shlex.split(line)
         assert words[0] == "synth", words
-        calls[Path(words[1]).name] = dict(zip(words[2::2], words[3::2], strict=True))
+        opts = [w for w in words[2:] if w != "--overwrite"]  # stage 0 redoes its output
+        calls[Path(words[1]).name] = dict(zip(opts[0::2], opts[1::2], strict=True))
     return r, calls
 
 
