@@ -133,6 +133,14 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="Kaldi data dir")
     p.add_argument("--out", required=True, help="output dir")
     _decode_arguments(p)
+    p.add_argument(
+        "--force-from-data",
+        action="append",
+        default=[],
+        metavar="LABEL",
+        help="route each utterance as if LABEL had its value in DATA/utt2LABEL (the "
+        "known-label case, e.g. --force-from-data accent; repeatable)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--overwrite",
@@ -154,6 +162,7 @@ def _run_decode(args: argparse.Namespace) -> int:
         args.out,
         cfg,
         routing=routing,
+        labels_from_data=tuple(dict.fromkeys(args.force_from_data)),
         progress=not args.no_progress,
         overwrite=args.overwrite,
     )

@@ -11,6 +11,10 @@ Writes to ``OUT``:
 
 Utterances are sorted by duration and decoded ``batch_size`` at a time; when a batch
 fails, its items are retried one by one so that only the bad one is reported.
+
+``labels_from_data`` (``moe-asr decode --force-from-data accent``): each utterance is routed
+as if its label had the value in ``DATA/utt2<label>`` (the known-label case beside the
+label-free one); utterances are then batched per label value.
 """
 
 from __future__ import annotations
@@ -58,12 +62,14 @@ def decode_datadir(
     cfg: DecodeConfig,
     *,
     routing=None,
+    labels_from_data: tuple[str, ...] = (),
     progress: bool = True,
     overwrite: bool = False,
 ) -> DecodeSummary:
     """Decode every utterance of ``data_dir`` into ``out_dir`` (created); see module doc.
 
-    ``package``: a loaded ``ModelPackage``; ``routing``: RoutingOptions or None (label-free).
+    ``package``: a loaded ``ModelPackage``; ``routing``: RoutingOptions or None (label-free);
+    ``labels_from_data``: labels forced per utterance from ``utt2<label>`` (see module doc).
     An ``out_dir`` holding any of ``DECODE_FILES`` is refused unless ``overwrite``; with it
     only those files are replaced. Every file is written atomically.
     """
@@ -98,7 +104,9 @@ def decode_datadir(
             durations[utt] = audio_info(entry).duration
         except UserError:
             durations[utt] = 0.0  # reported when loaded
-    order = sorted(dd.utt_ids, key=lambda u: (durations[u], u))
+    route_of = _routing_per_utterance(package, dd, routing, labels_from_data, errors)
+    keys = {u: route_of[u][0] for u in dd.utt_ids if u in route_of}
+    order = sorted(keys, key=lambda u: (keys[u], durations[u], u))
 
     def features(utt: str) -> tuple[Tensor, float]:
         entry, s, e = dd.audio_of(utt)
@@ -121,9 +129,11 @@ def decode_datadir(
         ]
 
     bar = progress_bar(len(order), desc=f"decode {cfg.mode}", unit="utt", disable=not progress)
-    for i in range(0, len(order), cfg.batch_size):
+    bar.update(len(dd.utt_ids) - len(order))  # utterances refused by their label
+    for i, batch_utts in _batches(order, keys, cfg.batch_size):
+        routing = route_of[batch_utts[0]][1]
         batch: list[tuple[str, Tensor, float]] = []
-        for utt in order[i : i + cfg.batch_size]:
+        for utt in batch_utts:
             try:
                 feats, seconds = features(utt)
             except Exception as e:  # noqa: BLE001 - one bad utterance must not stop the job
@@ -140,7 +150,7 @@ def decode_datadir(
                     emit(utt, recognizer.recognize([feats], routing)[0], sec)
                 except Exception as e:  # noqa: BLE001
                     errors[utt] = _reason(e)
-        bar.update(min(cfg.batch_size, len(order) - i))
+        bar.update(len(batch_utts))
         bar.set_postfix(errors=len(errors))
     bar.close()
     elapsed = time.perf_counter() - start_time
@@ -153,14 +163,63 @@ def decode_datadir(
     atomic_write_text(out / "errors.txt", "".join(f"{u} {errors[u]}\n" for u in sorted(errors)))
     summary = DecodeSummary(
         mode=cfg.mode,
-        num_utts=len(order),
+        num_utts=len(dd.utt_ids),
         num_decoded=len(hyps),
         num_errors=len(errors),
         audio_seconds=round(audio_seconds, 3),
         decode_seconds=round(elapsed, 3),
         rtf=round(elapsed / audio_seconds, 5) if audio_seconds > 0 else float("nan"),
-        options=asdict(cfg),
+        options={**asdict(cfg), "labels_from_data": list(labels_from_data)},
         out_dir=str(out),
     )
     atomic_write_text(out / "decode.json", json.dumps(asdict(summary), indent=1) + "\n")
     return summary
+
+
+def _routing_per_utterance(package, dd, routing, names, errors: dict[str, str]) -> dict:
+    """utt -> (batch key, RoutingOptions | None). With ``names``: the routing that forces each
+    utterance's own values (on top of ``routing``'s forced values and expert mask); an
+    utterance without a value, or with one the model does not know, goes to ``errors``."""
+    if not names:
+        return {u: ("", routing) for u in dd.utt_ids}
+    base_forced = dict(routing.forced) if routing is not None else {}
+    mask = dict(routing.expert_mask) if routing is not None else {}
+    tables = {}
+    for name in names:
+        table = dd.groups.get(name)
+        if table is None:
+            raise UserError(
+                f"--force-from-data {name}: {dd.path}/utt2{name} does not exist; decode "
+                f"label-free or with --force {name}=VALUE"
+            )
+        tables[name] = table
+    cache: dict[str, object] = {}
+    out = {}
+    for utt in dd.utt_ids:
+        missing = [n for n in names if utt not in tables[n]]
+        if missing:
+            errors[utt] = f"no {missing[0]} in {dd.path}/utt2{missing[0]} (--force-from-data)"
+            continue
+        forced = {**base_forced, **{n: tables[n][utt] for n in names}}
+        key = ",".join(f"{n}={forced[n]}" for n in sorted(forced))
+        if key not in cache:
+            try:
+                cache[key] = package.model.forced_routing(forced, mask)
+            except UserError as e:
+                cache[key] = e
+        if isinstance(cache[key], UserError):
+            errors[utt] = _reason(cache[key])
+            continue
+        out[utt] = (key, cache[key])
+    return out
+
+
+def _batches(order: list[str], keys: dict[str, str], size: int):
+    """(index, utterances) of at most ``size`` consecutive utterances sharing a key."""
+    i = 0
+    while i < len(order):
+        j = i + 1
+        while j < len(order) and j - i < size and keys[order[j]] == keys[order[i]]:
+            j += 1
+        yield i, order[i:j]
+        i = j

@@ -168,3 +168,36 @@ def test_force_and_mask_experts_options(setup, capsys):
     with torch.no_grad():
         enc = pkg.model.encode(feats[None], torch.tensor([feats.shape[0]]), routing)
     assert all((s.topk_idx[s.mask] == 1).all() for s in enc.router_stats if s.layer == 1)
+
+
+def test_force_from_data_routes_each_utterance_by_its_own_label(setup, monkeypatch, tmp_path):
+    data = write_datadir_of(tmp_path, TEXTS + TEXTS[:2])
+    utts = sorted(read_table(data / "text"))
+    values = ["x", "y", "x", "y", "zz"]  # the 6th utterance has no value at all
+    (data / "utt2accent").write_text("".join(f"{u} {v}\n" for u, v in zip(utts, values)))
+    seen: list[tuple[str, int]] = []
+    recognize = Recognizer.recognize
+
+    def spy(self, feats, routing=None):
+        seen.append((routing.forced["accent"], len(feats)))
+        return recognize(self, feats, routing)
+
+    monkeypatch.setattr(Recognizer, "recognize", spy)
+    out = tmp_path / "known"
+    args = ["decode", "--model", str(setup["model"]), "--data", str(data), "--out", str(out)]
+    assert main([*args, "--force-from-data", "accent", "--batch-size", "8", "--no-progress"]) == 0
+    # batches never mix label values: one call per value, two utterances each
+    assert sorted(seen) == [("x", 2), ("y", 2)]
+    assert set(read_table(out / "hyp.txt", allow_empty=True)) == set(utts[:4])
+    errors = dict(line.split(" ", 1) for line in (out / "errors.txt").read_text().splitlines())
+    assert "unknown accent; the model knows x, y" in errors[utts[4]]
+    assert f"no accent in {data}/utt2accent" in errors[utts[5]]
+    summary = json.loads((out / "decode.json").read_text())
+    assert summary["num_utts"] == 6 and summary["num_decoded"] == 4
+    assert summary["options"]["labels_from_data"] == ["accent"]
+
+
+def test_force_from_data_needs_the_label_file(setup, tmp_path, capsys):
+    args = ["decode", "--model", str(setup["model"]), "--data", str(setup["data"])]
+    assert main([*args, "--out", str(tmp_path / "o"), "--force-from-data", "noise"]) == 1
+    assert "utt2noise does not exist" in capsys.readouterr().err
