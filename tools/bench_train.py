@@ -66,6 +66,9 @@ _RATIOS = [
     ("full: ours MoE 2/8 (d_ff/2) / ours dense", "full_moe8k2_half", "full_dense", 1.25),
     ("full: ours MoE 1/4 / ours dense (equal active)", "full_moe4k1", "full_dense", None),
 ]
+_GUIDED_TARGET = 1.10  # guided / unguided full step, per --guided-config
+_DEFAULT_GUIDED = ("moe_hier.yaml", "moe_guided.yaml")
+_RECIPE_CONF = os.path.join(os.path.dirname(__file__), "..", "egs", "synth_accents", "asr1", "conf")
 
 
 @dataclass
@@ -212,6 +215,46 @@ def _variants(args: argparse.Namespace) -> list[_Variant]:
             return model(feats, feat_lens, tokens, token_lens).loss
 
         out.append(_Variant(name, desc, _count(model), _train_step(model, model_params, loss)))
+    for path in args.guided_config:
+        out.extend(_guided_variants(args, path, (feats, feat_lens, tokens, token_lens)))
+    return out
+
+
+def _guided_name(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _guided_variants(args: argparse.Namespace, path: str, batch) -> list[_Variant]:
+    """The full step of ``path``'s model (labels drawn at random over 16 accents, as the
+    trainer passes them) and of the same model with its guidance removed."""
+    import dataclasses
+
+    from moe_asr.config import load_config
+    from moe_asr.data.labels import LabelVocab
+
+    feats, feat_lens, tokens, token_lens = batch
+    mcfg = load_config(path, sections=("model",)).model
+    guidance = mcfg.moe.guidance
+    accents = sorted(guidance.groups) or [f"a{i}" for i in range(16)]
+    names = list(guidance.labels)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    tables = {n: {f"u{i}": accents[i % len(accents)] for i in range(len(accents))} for n in names}
+    vocab = LabelVocab.from_tables(tables, names)
+    labels = {n: torch.randint(1, vocab.size(n), (feats.shape[0],), generator=g) for n in names}
+    plain = dataclasses.replace(mcfg, moe=dataclasses.replace(mcfg.moe, guidance=type(guidance)()))
+    out = []
+    for tag, cfg, lab in (("guided", mcfg, labels), ("unguided", plain, None)):
+        torch.manual_seed(args.seed)
+        model = build_model(cfg, _VOCAB, vocab if lab else None)
+
+        def loss(model: AsrModel = model, lab=lab) -> Tensor:
+            return model(feats, feat_lens, tokens, token_lens, lab, step=10_000).loss
+
+        name = f"full_{_guided_name(path)}_{tag}"
+        desc = f"{_guided_name(path)}.yaml model, {tag}"
+        out.append(
+            _Variant(name, desc, _count(model), _train_step(model, list(model.parameters()), loss))
+        )
     return out
 
 
@@ -286,7 +329,16 @@ def _report_ratios(times: dict[str, list[float]], summary: dict[str, dict]) -> l
     print("| ratio | paired median [IQR] | ratio of medians | FLOP ratio | target | result |")
     print("|---|---:|---:|---:|---:|---|")
     ratios = []
-    for label, num, den, target in _RATIOS:
+    rows = list(_RATIOS) + [
+        (
+            f"full: {_guided_name(n)} guided / unguided",
+            f"full_{_guided_name(n)}_guided",
+            f"full_{_guided_name(n)}_unguided",
+            _GUIDED_TARGET,
+        )
+        for n in sorted(k[len("full_") : -len("_guided")] for k in times if k.endswith("_guided"))
+    ]
+    for label, num, den, target in rows:
         paired = [a / b for a, b in zip(times[num], times[den], strict=True)]
         q1, med, q3 = _quartiles(paired)
         of_medians = summary[num]["median_ms"] / summary[den]["median_ms"]
@@ -339,9 +391,19 @@ def main(argv: list[str] | None = None) -> int:
         help="stop timing after this many seconds (>= 3 rounds; 0 = run all repeats)",
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--guided-config",
+        action="append",
+        default=None,
+        help="YAML config of a guided MoE model, timed guided vs unguided (repeatable; default: "
+        "the synthetic recipe's conf/moe_hier.yaml and conf/moe_guided.yaml; 'none' skips)",
+    )
     ap.add_argument("--out", help="also write the numbers as JSON here")
     ap.add_argument("--strict", action="store_true", help="exit status 1 when a target fails")
     args = ap.parse_args(argv)
+    if args.guided_config is None:
+        args.guided_config = [os.path.join(_RECIPE_CONF, n) for n in _DEFAULT_GUIDED]
+    args.guided_config = [p for p in args.guided_config if p != "none"]
     if args.threads < 1 or args.repeats < 1 or args.warmup < 0 or args.batch < 1:
         ap.error("--threads, --repeats and --batch must be >= 1, --warmup >= 0")
     if args.seconds * _FRAMES_PER_SECOND < 7:

@@ -128,9 +128,9 @@ def decode_datadir(
             for rank, (text, score) in enumerate(rec.nbest, 1)
         ]
 
-    bar = progress_bar(len(order), desc=f"decode {cfg.mode}", unit="utt", disable=not progress)
+    bar = progress_bar(len(dd.utt_ids), desc=f"decode {cfg.mode}", unit="utt", disable=not progress)
     bar.update(len(dd.utt_ids) - len(order))  # utterances refused by their label
-    for i, batch_utts in _batches(order, keys, cfg.batch_size):
+    for batch_utts in _batches(order, keys, cfg.batch_size):
         routing = route_of[batch_utts[0]][1]
         batch: list[tuple[str, Tensor, float]] = []
         for utt in batch_utts:
@@ -215,11 +215,11 @@ def _routing_per_utterance(package, dd, routing, names, errors: dict[str, str]) 
 
 
 def _batches(order: list[str], keys: dict[str, str], size: int):
-    """(index, utterances) of at most ``size`` consecutive utterances sharing a key."""
+    """Runs of at most ``size`` consecutive utterances sharing a key."""
     i = 0
     while i < len(order):
         j = i + 1
         while j < len(order) and j - i < size and keys[order[j]] == keys[order[i]]:
             j += 1
-        yield i, order[i:j]
+        yield order[i:j]
         i = j

@@ -1,6 +1,6 @@
 """`moe-asr decode` on a model trained in the test to memorise four utterances: every
 mode returns the transcripts, greedy == prefix beam at beam 1, joint decoding with
-ctc_weight=1 == CTC prefix beam, a corrupt utterance goes to errors.txt."""
+ctc_weight=1 scores the exact CTC likelihood, a corrupt utterance goes to errors.txt."""
 
 from __future__ import annotations
 
@@ -76,17 +76,17 @@ def test_greedy_equals_prefix_beam_with_beam_one(setup):
     assert [r.score for r in greedy] == pytest.approx([r.score for r in beam1], abs=1e-3)
 
 
-def test_joint_decoding_with_ctc_weight_one_matches_prefix_beam(setup):
+def test_joint_decoding_with_ctc_weight_one_scores_the_exact_ctc_likelihood(setup):
+    # Which hypothesis two approximate searches keep on uncertain posteriors depends on
+    # float rounding (prefix beam and joint beam prune differently), so their texts are not
+    # compared here; test_search_algorithms checks both against brute force on toy inputs.
     pkg = setup["package"]
     feats = _noisy_feats(pkg)
-    joint = _recognize(pkg, feats, mode="attention", beam=5, ctc_weight=1.0)
-    prefix = _recognize(pkg, feats, mode="ctc_prefix_beam", beam=5)
-    assert [r.text for r in joint] == [r.text for r in prefix]
-    assert [r.text for r in prefix] != TEXTS + TEXTS  # the comparison covers errors too
-    # with ctc_weight=1 a joint score is the exact CTC log-likelihood of its hypothesis
+    joint = _recognize(pkg, feats, mode="attention", beam=5, nbest=3, ctc_weight=1.0)
     for r in joint:
-        exact = float(ctc_sequence_scores(r.log_probs, [r.tokens])[0])
-        assert r.score == pytest.approx(exact, abs=1e-3)
+        for h in r.hyps[:3]:
+            exact = float(ctc_sequence_scores(r.log_probs, [h.tokens])[0])
+            assert h.score == pytest.approx(exact, abs=1e-3)
 
 
 def test_nbest_lists_are_sorted_and_batched_equals_alone(setup):
