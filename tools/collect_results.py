@@ -5,6 +5,11 @@ Reads what the recipe stages wrote: ``EXP/decode_<set>_<mode>/{wer.json,decode.j
 
     python tools/collect_results.py exp/dense_char exp/moe_char --set test \
         --modes ctc_greedy attention_rescoring+lm --groups accent noise
+
+``--json FILE`` also writes every number (WER in percent) as
+``{"systems": {NAME: {"seed": S, "updates": N, "set": {SET: {MODE: {"wer": W, "groups":
+{GROUP: {VALUE: W}}}}, "report": {SET: {GROUP: {"nmi_mean": X, "id_accuracy": A}}}}}}``;
+``--set`` may name several sets (tables for each).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
+from moe_asr.files import atomic_write_text
 from moe_asr.model import parameter_summary
 from moe_asr.package import load_package
 
@@ -31,10 +37,66 @@ def _cell(g: dict | None) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("exps", nargs="+", type=Path)
-    p.add_argument("--set", default="test")
+    p.add_argument("--set", nargs="+", default=["test"])
     p.add_argument("--modes", nargs="+", default=["ctc_greedy"])
     p.add_argument("--groups", nargs="*", default=["accent", "noise"])
+    p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = p.parse_args()
+    for i, test_set in enumerate(args.set):
+        if i:
+            print()
+        _tables(args, test_set)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.json, json.dumps(_collect(args), indent=1) + "\n")
+        print(f"\nwrote {args.json}")
+
+
+def _collect(args: argparse.Namespace) -> dict:
+    """The --json document (see the module doc)."""
+    import yaml
+
+    systems = {}
+    for exp in args.exps:
+        cfg = yaml.safe_load((exp / "config.yaml").read_text())
+        hist = json.loads((exp / "checkpoints" / "history.json").read_text())
+        sets: dict[str, dict] = {}
+        reports: dict[str, dict] = {}
+        for test_set in args.set:
+            for mode in args.modes:
+                w = _wer(exp, test_set, mode)
+                if w is None:
+                    continue
+                groups = {
+                    g: {v: c["wer"] for v, c in w["groups"][g]["values"].items()}
+                    for g in args.groups
+                    if g in w["groups"]
+                }
+                sets.setdefault(test_set, {})[mode] = {
+                    "wer": w["overall"]["wer"],
+                    "groups": groups,
+                }
+            path = exp / f"report_{test_set}" / "report.json"
+            if path.exists():
+                rep = json.loads(path.read_text())["groups"]
+                reports[test_set] = {
+                    g: {
+                        "nmi_mean": rep[g]["nmi_mean"],
+                        "id_accuracy": rep[g].get("id", {}).get("accuracy"),
+                    }
+                    for g in args.groups
+                    if g in rep
+                }
+        systems[exp.name] = {
+            "seed": cfg["train"]["seed"],
+            "updates": hist[-1]["step"],
+            "set": sets,
+            "report": reports,
+        }
+    return {"systems": systems}
+
+
+def _tables(args: argparse.Namespace, test_set: str) -> None:
     names = [e.name for e in args.exps]
 
     print(
@@ -50,7 +112,7 @@ def main() -> None:
         hist = json.loads((exp / "checkpoints" / "history.json").read_text())
         rtfs = []
         for m in args.modes:
-            d = exp / f"decode_{args.set}_{m}" / "decode.json"
+            d = exp / f"decode_{test_set}_{m}" / "decode.json"
             rtfs.append(f"{json.loads(d.read_text())['rtf']:.4f}" if d.exists() else "-")
         print(
             f"| {exp.name} | {total.total / 1e6:.2f}M | {total.active / 1e6:.2f}M | "
@@ -60,8 +122,8 @@ def main() -> None:
         )
 
     for mode in args.modes:
-        wers = [_wer(e, args.set, mode) for e in args.exps]
-        print(f"\n#### {args.set}, {mode}: WER % [95% CI]\n")
+        wers = [_wer(e, test_set, mode) for e in args.exps]
+        print(f"\n#### {test_set}, {mode}: WER % [95% CI]\n")
         print("| group | " + " | ".join(names) + " |")
         print("|---|" + "---:|" * len(names))
         print("| **all** | " + " | ".join(_cell(w and w["overall"]) for w in wers) + " |")
@@ -91,7 +153,7 @@ def main() -> None:
         "\n#### expert report (label-free routing): NMI(group; top-1 expert) / H(group) per MoE FFN\n"
     )
     for exp in args.exps:
-        path = exp / f"report_{args.set}" / "report.json"
+        path = exp / f"report_{test_set}" / "report.json"
         if not path.exists():
             print(f"- {exp.name}: no report (dense model)")
             continue

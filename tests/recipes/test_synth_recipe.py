@@ -5,11 +5,13 @@ redoes an unfinished one. test_synth_data.py checks local/data.sh's options in d
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from html.parser import HTMLParser
 
 from moe_asr.data.datadir import load_datadir, validate_datadir
 from moe_asr.synth.accents import accent_by_code
-from tests.recipes.synth_run import MODES, SEEN, TEST_SETS, UNSEEN, run_recipe
+from tests.recipes.synth_run import MODES, REPO, SEEN, TEST_SETS, UNSEEN, run_recipe
 
 
 def test_every_stage_leaves_well_formed_outputs(recipe_run):
@@ -53,6 +55,39 @@ def test_every_stage_leaves_well_formed_outputs(recipe_run):
         assert groups["accent"]["nmi_mean"] is not None
     for n in range(9):
         assert (exp / "logs" / f"stage{n}.log").exists()
+
+
+def test_collect_results_writes_every_number_as_json(recipe_run):
+    tmp, _ = recipe_run
+    exp, out = tmp / "exp" / "tiny_char", tmp / "results" / "guided.json"
+    cmd = [
+        sys.executable,
+        str(REPO / "tools" / "collect_results.py"),
+        str(exp),
+        "--set",
+        *TEST_SETS,
+        "--modes",
+        *MODES,
+        "--groups",
+        "accent",
+        "--json",
+        str(out),
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "#### test_unseen, ctc_greedy" in r.stdout  # a table per set
+    system = json.loads(out.read_text())["systems"]["tiny_char"]
+    history = json.loads((exp / "checkpoints" / "history.json").read_text())
+    assert system["seed"] == 0 and system["updates"] == history[-1]["step"]
+    for split, mode in ((s, m) for s in TEST_SETS for m in MODES):
+        wer = json.loads((exp / f"decode_{split}_{mode}" / "wer.json").read_text())
+        got = system["set"][split][mode]
+        assert got["wer"] == wer["overall"]["wer"]
+        want = {v: c["wer"] for v, c in wer["groups"]["accent"]["values"].items()}
+        assert got["groups"] == {"accent": want}
+    for split in TEST_SETS:
+        report = json.loads((exp / f"report_{split}" / "report.json").read_text())["groups"]
+        assert system["report"][split]["accent"]["nmi_mean"] == report["accent"]["nmi_mean"]
 
 
 def test_rerun_skips_done_stages_and_redoes_the_unfinished_one(recipe_run):
