@@ -5,7 +5,9 @@ top-k MoE with experts of width d_ff is compared with one dense FeedForward of w
 k * d_ff (the same multiply-adds per frame). Forward (inference, no grad) and
 forward+backward (training) at a long batch and a streaming chunk. Cases are timed
 interleaved (one repeat of every case per round) so machine load hits all alike;
-medians and MoE/dense ratios are printed as a table.
+medians and MoE/dense ratios are printed as a table. Inference on at most
+``moe_asr.nn.moe.SMALL_BATCH_FRAMES`` frames runs every expert on every frame; the "sorted"
+column times the same call through the sort-and-split dispatch used above that size.
 
     .venv/bin/python tools/bench_moe.py --threads 2 --frames 2000 16
 """
@@ -20,13 +22,26 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+import moe_asr.nn.moe as moe_module
 from moe_asr.nn.moe import FeedForward, MoEFeedForward
 
 
-def _case(module: nn.Module, x: torch.Tensor, mask: torch.Tensor, backward: bool) -> Callable:
+def _case(
+    module: nn.Module, x: torch.Tensor, mask: torch.Tensor, backward: bool, sorted_=False
+) -> Callable:
     is_moe = isinstance(module, MoEFeedForward)
 
     def run() -> None:
+        if sorted_:
+            small, moe_module.SMALL_BATCH_FRAMES = moe_module.SMALL_BATCH_FRAMES, 0
+            try:
+                plain()
+            finally:
+                moe_module.SMALL_BATCH_FRAMES = small
+        else:
+            plain()
+
+    def plain() -> None:
         if backward:
             module.train()
             y = module(x, mask)[0] if is_moe else module(x)
@@ -65,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             mask = torch.ones(1, n, dtype=torch.bool)
             for bwd in (False, True):
                 cases[(spec, n, bwd, "moe")] = _case(moe, x, mask, bwd)
+                cases[(spec, n, bwd, "sorted")] = _case(moe, x, mask, bwd, sorted_=True)
                 cases[(spec, n, bwd, "dense")] = _case(dense, x, mask, bwd)
 
     times: dict[tuple, list[float]] = {key: [] for key in cases}
@@ -79,17 +95,21 @@ def main(argv: list[str] | None = None) -> int:
         f"threads={torch.get_num_threads()} d_model={d} d_ff={ff} repeats={args.repeats} "
         f"(interleaved, medians)"
     )
-    print(f"{'MoE':>10} {'dense':>8} {'frames':>6} {'pass':>8} {'MoE ms':>8} {'dense ms':>9} ratio")
+    print(
+        f"{'MoE':>10} {'dense':>8} {'frames':>6} {'pass':>8} {'MoE ms':>8} {'dense ms':>9} "
+        f"ratio {'sorted ms':>9} {'ratio':>6}"
+    )
     for spec in args.configs:
         e, k = spec.split(":")
         for n in args.frames:
             for bwd in (False, True):
                 m = statistics.median(times[(spec, n, bwd, "moe")]) * 1e3
                 dn = statistics.median(times[(spec, n, bwd, "dense")]) * 1e3
+                so = statistics.median(times[(spec, n, bwd, "sorted")]) * 1e3
                 label = f"top{k}/{e}"
                 print(
                     f"{label:>10} {f'{k}x{ff}':>8} {n:>6} {'fwd+bwd' if bwd else 'fwd':>8} "
-                    f"{m:8.3f} {dn:9.3f} {m / dn:5.2f}x"
+                    f"{m:8.3f} {dn:9.3f} {m / dn:5.2f}x {so:9.3f} {so / dn:5.2f}x"
                 )
     return 0
 

@@ -295,3 +295,46 @@ def test_free_choice_beside_the_group_choice():
     a, sa = moe(x, mask, MoERouting(free=1))
     b, sb = moe(x, mask)
     assert torch.equal(sa.topk_idx, sb.topk_idx)
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_small_inference_batches_run_every_expert_and_equal_the_sorted_dispatch(top_k, monkeypatch):
+    import moe_asr.nn.moe as moe_mod
+
+    torch.manual_seed(2)
+    moe = MoEFeedForward(D, FF, num_experts=4, top_k=top_k, num_shared_experts=1).eval()
+    x = torch.randn(2, 9, D)
+    mask = _mask([9, 4], 9)
+    allowed = MoERouting(
+        allowed=torch.tensor([[True, True, False, True], [False] * 2 + [True] * 2])
+    )
+    calls = []
+    small = MoEFeedForward._dispatch_all_experts
+    monkeypatch.setattr(
+        MoEFeedForward, "_dispatch_all_experts", lambda *a: calls.append(1) or small(*a)
+    )
+
+    def both(routing=None):
+        with torch.no_grad():
+            fast = moe(x, mask, routing)[0]
+            monkeypatch.setattr(moe_mod, "SMALL_BATCH_FRAMES", 0)
+            sorted_ = moe(x, mask, routing)[0]
+            monkeypatch.setattr(moe_mod, "SMALL_BATCH_FRAMES", 64)
+        return fast, sorted_
+
+    for routing in (None, allowed):
+        fast, sorted_ = both(routing)
+        torch.testing.assert_close(fast, sorted_, atol=1e-6, rtol=1e-6)
+    assert len(calls) == 2  # 13 real frames <= 64: the all-experts path ran
+    with torch.no_grad():  # the cached stacked weights follow an in-place change
+        moe.experts[top_k].w2.bias.add_(1.0)
+    fast, sorted_ = both()
+    torch.testing.assert_close(fast, sorted_, atol=1e-6, rtol=1e-6)
+    calls.clear()
+    with torch.no_grad():  # training mode, or grad enabled, or a long batch: sorted dispatch
+        moe(torch.randn(1, 65, D), torch.ones(1, 65, dtype=torch.bool))
+    moe(x, mask)
+    moe.train()
+    with torch.no_grad():
+        moe(x, mask)
+    assert calls == []
