@@ -24,7 +24,10 @@ test: $(STAMP)
 # The fast suite at 2 torch threads in a shuffled order (seed printed): no test may depend on
 # one thread count's float results or on the order tests run in.
 test-threads: $(STAMP)
-	MOE_ASR_TEST_THREADS=2 $(BIN)/python -m pytest -q -m "not slow" --random-order-bucket=module tests
+	@seed=$${RANDOM_ORDER_SEED:-$$(date +%s)}; \
+	echo "random order seed $$seed (same order again: make test-threads RANDOM_ORDER_SEED=$$seed)"; \
+	MOE_ASR_TEST_THREADS=2 $(BIN)/python -m pytest -q -m "not slow" --random-order-bucket=module \
+	  --random-order-seed=$$seed tests
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q tests
