@@ -238,7 +238,7 @@ def _guided_variants(args: argparse.Namespace, path: str, batch) -> list[_Varian
     accents = sorted(guidance.groups) or [f"a{i}" for i in range(16)]
     names = list(guidance.labels)
     g = torch.Generator().manual_seed(args.seed + 1)
-    tables = {n: {f"u{i}": accents[i % len(accents)] for i in range(len(accents))} for n in names}
+    tables = {n: {f"u{i}": a for i, a in enumerate(accents)} for n in names}
     vocab = LabelVocab.from_tables(tables, names)
     labels = {n: torch.randint(1, vocab.size(n), (feats.shape[0],), generator=g) for n in names}
     plain = dataclasses.replace(mcfg, moe=dataclasses.replace(mcfg.moe, guidance=type(guidance)()))
@@ -323,7 +323,9 @@ def _report_variants(
     return summary
 
 
-def _report_ratios(times: dict[str, list[float]], summary: dict[str, dict]) -> list[dict]:
+def _report_ratios(
+    times: dict[str, list[float]], summary: dict[str, dict], guided_configs: list[str]
+) -> list[dict]:
     """Time ratios (paired per round, and of medians) next to the FLOP ratio; PASS/FAIL."""
     print()
     print("| ratio | paired median [IQR] | ratio of medians | FLOP ratio | target | result |")
@@ -331,12 +333,12 @@ def _report_ratios(times: dict[str, list[float]], summary: dict[str, dict]) -> l
     ratios = []
     rows = list(_RATIOS) + [
         (
-            f"full: {_guided_name(n)} guided / unguided",
-            f"full_{_guided_name(n)}_guided",
-            f"full_{_guided_name(n)}_unguided",
+            f"full: {n} guided / unguided",
+            f"full_{n}_guided",
+            f"full_{n}_unguided",
             _GUIDED_TARGET,
         )
-        for n in sorted(k[len("full_") : -len("_guided")] for k in times if k.endswith("_guided"))
+        for n in map(_guided_name, guided_configs)
     ]
     for label, num, den, target in rows:
         paired = [a / b for a, b in zip(times[num], times[den], strict=True)]
@@ -431,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - started
 
     summary = _report_variants(variants, times, flops)
-    ratios = _report_ratios(times, summary)
+    ratios = _report_ratios(times, summary, args.guided_config)
     failed = any(r["result"] == "FAIL" for r in ratios)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\ntimed in {wall:.0f} s; load average at the end {load}")

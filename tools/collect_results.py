@@ -15,6 +15,7 @@ Reads what the recipe stages wrote: ``EXP/decode_<set>_<mode>/{wer.json,decode.j
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -52,6 +53,14 @@ def main() -> None:
         print(f"\nwrote {args.json}")
 
 
+@functools.cache
+def _system(exp: Path):
+    """(parameter summary row "total", training history) of an experiment, read once."""
+    rows = parameter_summary(load_package(exp / "model.pt").model)
+    total = next(r for r in rows if r.component == "total")
+    return total, json.loads((exp / "checkpoints" / "history.json").read_text())
+
+
 def _collect(args: argparse.Namespace) -> dict:
     """The --json document (see the module doc)."""
     import yaml
@@ -59,7 +68,7 @@ def _collect(args: argparse.Namespace) -> dict:
     systems = {}
     for exp in args.exps:
         cfg = yaml.safe_load((exp / "config.yaml").read_text())
-        hist = json.loads((exp / "checkpoints" / "history.json").read_text())
+        hist = _system(exp)[1]
         sets: dict[str, dict] = {}
         reports: dict[str, dict] = {}
         for test_set in args.set:
@@ -106,10 +115,7 @@ def _tables(args: argparse.Namespace, test_set: str) -> None:
     )
     print("|---|---:|---:|---:|---:|" + "---:|" * len(args.modes))
     for exp in args.exps:
-        pkg = load_package(exp / "model.pt")
-        rows = parameter_summary(pkg.model)
-        total = next(r for r in rows if r.component == "total")
-        hist = json.loads((exp / "checkpoints" / "history.json").read_text())
+        total, hist = _system(exp)
         rtfs = []
         for m in args.modes:
             d = exp / f"decode_{test_set}_{m}" / "decode.json"

@@ -81,11 +81,13 @@ def decode_datadir(
     out = Path(out_dir)
     check_outputs(out, DECODE_FILES, overwrite)
     dd = load_datadir(data_dir)
+    errors: dict[str, str] = {}
+    # before any output or audio scan: a missing utt2<label> file stops the job here
+    route_of = _routing_per_utterance(package, dd, routing, labels_from_data, errors)
     out.mkdir(parents=True, exist_ok=True)
     recognizer = Recognizer.from_package(package, cfg)
     fcfg = package.config.data.features
     sr = fcfg.sample_rate
-    errors: dict[str, str] = {}
     hyps: dict[str, str] = {}
     nbest_lines: dict[str, list[str]] = {}
     audio_seconds = 0.0
@@ -104,7 +106,6 @@ def decode_datadir(
             durations[utt] = audio_info(entry).duration
         except UserError:
             durations[utt] = 0.0  # reported when loaded
-    route_of = _routing_per_utterance(package, dd, routing, labels_from_data, errors)
     keys = {u: route_of[u][0] for u in dd.utt_ids if u in route_of}
     order = sorted(keys, key=lambda u: (keys[u], durations[u], u))
 
