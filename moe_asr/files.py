@@ -106,15 +106,24 @@ def atomic_open(
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
+    kwargs = {"encoding": encoding} if mode == "w" else {}
+    with atomic_path(path, durable=durable) as tmp, open(tmp, mode, **kwargs) as f:
+        yield f
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
+    """``with atomic_path(out) as tmp: tool.save(tmp)``: for writers that take a path, not a
+    file object (ONNX, TorchScript); ``atomic_open`` is built on it. ``tmp`` is fsynced
+    (``durable``) and renamed over ``path`` on success, removed on failure; any OSError
+    becomes a WriteError naming ``path``."""
     path = Path(path)
     tmp = _temp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        kwargs = {"encoding": encoding} if mode == "w" else {}
-        with open(tmp, mode, **kwargs) as f:
-            yield f
-            f.flush()
-            if durable:
+        yield tmp
+        if durable:
+            with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
@@ -126,29 +135,6 @@ def atomic_open(
             tmp.unlink()
     if durable:
         _fsync_dir(path.parent)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """``with atomic_path(out) as tmp: tool.save(tmp)``: for writers that take a path, not a
-    file object (ONNX, TorchScript). ``tmp`` is fsynced and renamed over ``path`` on success,
-    removed on failure; OSErrors become WriteError as in ``atomic_open``."""
-    path = Path(path)
-    tmp = _temp_path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        if isinstance(e, WriteError):
-            raise
-        raise _write_error(path, e) from e
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-    _fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
