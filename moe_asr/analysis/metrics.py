@@ -8,9 +8,12 @@ left out of group identification. Conventions:
 - NMI = I(G; X) / H(G) in nats, X the top-1 expert; 0 when H(G) = 0. It is 1 when
   the expert determines the group. ``nmi_shuffled`` is the mean NMI after shuffling
   labels across utterances: the value a router that ignores the group would get on
-  this data (frames of one utterance are not independent, so it exceeds 0).
+  this data (frames of one utterance are not independent, so it exceeds 0);
+  ``nmi_p_value`` is the permutation p-value of the observed NMI against those shuffles.
 - Lift of a group for an expert = P(group | expert) / P(group); the preferred group
-  maximises it (group sizes do not favour large groups).
+  maximises it (group sizes do not favour large groups). ``lift_shuffled_max`` is each
+  pair's largest lift over the shuffles: the lift chance alone reaches for a pair that size.
+- The verdict (:mod:`moe_asr.analysis.verdict`) reads these numbers.
 - Group identification: features are per-utterance top-1 histograms (normalised by
   frames) concatenated over layers; nearest-centroid classification under stratified
   k-fold cross-validation. With a speaker table, folds split speakers (no speaker in
@@ -27,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from moe_asr.analysis.routing import RoutingData
+from moe_asr.analysis.verdict import ALPHA, MIN_LIFT, RULE, group_verdict
 from moe_asr.data.labels import UNK_LABEL
 from moe_asr.errors import UserError
 
@@ -36,6 +40,7 @@ __all__ = [
     "joint_counts",
     "normalized_mutual_info",
     "load_metrics",
+    "default_shuffles",
     "group_metrics",
     "group_id_accuracy",
     "analyze",
@@ -140,64 +145,119 @@ def load_metrics(data: RoutingData) -> list[dict[str, Any]]:
     return out
 
 
+def default_shuffles(num_layers: int, alpha: float = ALPHA) -> int:
+    """Label shuffles per group: enough that the smallest permutation p-value, 1/(n+1), is
+    half of ``alpha / num_layers`` (the Bonferroni level over layers), and at least 199."""
+    return max(199, math.ceil(round(2 * max(num_layers, 1) / alpha, 6)) - 1)
+
+
+def _lift(joint: np.ndarray) -> np.ndarray:
+    """(..., G, E) lift P(g, e) / (P(g) P(e)) from frame counts; nan for an unused expert."""
+    total = joint.sum(axis=(-2, -1), keepdims=True)
+    expected = joint.sum(axis=-1, keepdims=True) * joint.sum(axis=-2, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(expected > 0, joint * total / expected, np.nan)
+
+
+def _nmi_layers(joint: np.ndarray) -> np.ndarray:
+    """(L,) ``normalized_mutual_info`` of each layer of a (G, L, E) count array."""
+    return np.array([normalized_mutual_info(joint[:, li]) for li in range(joint.shape[1])])
+
+
 def group_metrics(
-    data: RoutingData, labels: list[str], *, shuffles: int = 20, seed: int = 0
+    data: RoutingData, labels: list[str], *, shuffles: int | None = None, seed: int = 0
 ) -> dict[str, Any]:
-    """Per MoE layer: NMI, per-group expert shares and each expert's preferred group.
+    """Per MoE layer: NMI with its shuffled-label baseline, lift, shares, preferred groups.
 
     Args:
         labels: one label per utterance of ``data`` (``unk`` for unknown).
-        shuffles: label permutations for the ``nmi_shuffled`` baseline (0 = skip).
+        shuffles: label permutations across utterances for the baseline (``None``:
+            ``default_shuffles``; 0 = skip). Per layer: ``nmi_shuffled`` (mean),
+            ``nmi_shuffled_max``, ``nmi_p_value`` = (1 + #shuffles with NMI >= observed)
+            / (1 + shuffles), and ``lift_shuffled_max`` (G, E), the largest lift of each
+            (group, expert) pair under shuffled labels (its chance band).
+
+    Matrices are (G, E), rows in ``labels`` order: ``top1_share`` = P(e | g) (a group's
+    frames over experts), ``share_of_expert`` = P(g | e) (an expert's frames over
+    groups), ``lift`` = P(g | e) / P(g) (``None``: unused expert).
     """
     assert len(labels) == data.num_utts, "one label per utterance"
+    n_shuffles = default_shuffles(data.num_layers) if shuffles is None else shuffles
     order = label_order(labels)
+    pos = {g: i for i, g in enumerate(order)}
+    y = np.array([pos[g] for g in labels], dtype=np.int64)  # (U,)
     onehot = _onehot(labels, order)  # (U, G)
     group_frames = onehot.T @ data.frames  # (G,)
-    total = group_frames.sum()
-    prior = group_frames / total if total else np.zeros(len(order))
+    n_l, n_e = data.num_layers, data.num_experts
+    joint_all = onehot.T @ data.top1.reshape(data.num_utts, -1)  # (G, L*E)
+    joint_all = joint_all.reshape(len(order), n_l, n_e)  # (G, L, E)
+    nmi = _nmi_layers(joint_all)  # (L,)
+    lift = _lift(joint_all.transpose(1, 0, 2))  # (L, G, E)
+    # shuffles: permuting labels = permuting rows; sums per group via reduceat on the
+    # rows sorted by label (every group keeps its size, so no group is empty)
     rng = np.random.default_rng(seed)
-    perms = [rng.permutation(data.num_utts) for _ in range(shuffles)]
+    by_label = np.argsort(y, kind="stable")
+    starts = np.searchsorted(y[by_label], np.arange(len(order)))
+    flat = data.top1.reshape(data.num_utts, -1).astype(np.float64)  # (U, L*E)
+    shuffled = np.zeros((n_shuffles, n_l))
+    lift_max = np.full((n_l, len(order), n_e), -np.inf)
+    for s in range(n_shuffles):
+        perm = rng.permutation(data.num_utts)
+        joint_p = np.add.reduceat(flat[perm[by_label]], starts, axis=0)  # (G, L*E)
+        joint_p = joint_p.reshape(len(order), n_l, n_e)
+        shuffled[s] = _nmi_layers(joint_p)
+        lift_max = np.fmax(lift_max, _lift(joint_p.transpose(1, 0, 2)))
     per_layer = []
     for li, layer in enumerate(data.layer_names):
-        joint = onehot.T @ data.top1[:, li]  # (G, E) frames
+        joint = joint_all[:, li]  # (G, E) frames
         joint_k = onehot.T @ data.topk[:, li]  # (G, E) frame-expert assignments
         probs = onehot.T @ data.prob_sum[:, li]  # (G, E)
-        nmi = normalized_mutual_info(joint)
-        shuffled = [normalized_mutual_info(onehot[p].T @ data.top1[:, li]) for p in perms]
         p_g_given_e = _shares(joint.T)  # (E, G)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lift = np.where(prior > 0, p_g_given_e / prior, 0.0)  # (E, G)
         experts = []
-        for e in range(data.num_experts):
+        for e in range(n_e):
             if joint[:, e].sum() == 0:
                 experts.append({"expert": e, "group": None, "lift": None, "p_group": None})
                 continue
-            g = int(np.argmax(lift[e]))
+            g = int(np.argmax(lift[li][:, e]))
             experts.append(
                 {
                     "expert": e,
                     "group": order[g],
-                    "lift": _num(lift[e, g]),
+                    "lift": _num(lift[li][g, e]),
                     "p_group": _num(p_g_given_e[e, g]),
                 }
             )
-        per_layer.append(
-            {
-                "layer": layer,
-                "nmi": _num(nmi),
-                "nmi_shuffled": _num(float(np.mean(shuffled))) if shuffled else None,
-                "top1_share": _nums(_shares(joint)),
-                "topk_share": _nums(_shares(joint_k)),
-                "mean_prob": _nums(probs / np.maximum(group_frames, 1.0)[:, None]),
-                "preferred": experts,
-            }
-        )
+        entropy = onehot.T @ data.entropy_sum[:, li]  # (G,) nats summed over frames
+        log_e = math.log(n_e) if n_e > 1 else 1.0
+        row: dict[str, Any] = {
+            "layer": layer,
+            "nmi": _num(nmi[li]),
+            "nmi_shuffled": None,
+            "nmi_shuffled_max": None,
+            "nmi_p_value": None,
+            "top1_share": _nums(_shares(joint)),
+            "topk_share": _nums(_shares(joint_k)),
+            "mean_prob": _nums(probs / np.maximum(group_frames, 1.0)[:, None]),
+            "share_of_expert": _nums(p_g_given_e.T),
+            "lift": _nums(lift[li]),
+            "lift_shuffled_max": None,
+            "entropy_normalized": _nums(entropy / np.maximum(group_frames, 1.0) / log_e),
+            "preferred": experts,
+        }
+        if n_shuffles:
+            worse = int(np.sum(shuffled[:, li] >= nmi[li] - 1e-12))
+            row["nmi_shuffled"] = _num(float(shuffled[:, li].mean()))
+            row["nmi_shuffled_max"] = _num(float(shuffled[:, li].max()))
+            row["nmi_p_value"] = _num((1 + worse) / (1 + n_shuffles))
+            row["lift_shuffled_max"] = _nums(lift_max[li])
+        per_layer.append(row)
     nmis = [r["nmi"] for r in per_layer]
     best = int(np.argmax(nmis))
     return {
         "labels": order,
         "utts": [int(c) for c in onehot.sum(axis=0)],
         "frames": [int(c) for c in group_frames],
+        "shuffles": n_shuffles,
         "nmi_mean": _num(float(np.mean(nmis))),
         "nmi_max": nmis[best],
         "nmi_max_layer": data.layer_names[best],
@@ -336,13 +396,23 @@ def analyze(
     speakers: dict[str, str] | None = None,
     folds: int = 5,
     seed: int = 0,
-    shuffles: int = 20,
+    shuffles: int | None = None,
+    alpha: float = ALPHA,
+    min_lift: float = MIN_LIFT,
 ) -> dict[str, Any]:
     """Every number of the report as a JSON-able dict (no nan/inf: those become ``None``).
 
     ``groups`` maps a group name (accent, noise, spk, ...) to its utt -> label table;
     a table that labels none of the utterances is reported under ``notes`` and skipped.
+    Each group gets ``verdict`` (:func:`moe_asr.analysis.verdict.group_verdict` with
+    ``alpha`` and ``min_lift``, recorded under ``criteria``).
     """
+    if not 0.0 < alpha < 1.0:
+        raise UserError(f"alpha must be in (0, 1), got {alpha}")
+    if min_lift <= 1.0:
+        raise UserError(f"min lift must be above 1 (1 = no preference), got {min_lift}")
+    if shuffles is not None and shuffles < 0:
+        raise UserError(f"shuffles must be 0 or more, got {shuffles}")
     out: dict[str, Any] = {
         "num_utts": data.num_utts,
         "num_frames": int(data.frames.sum()),
@@ -350,6 +420,12 @@ def analyze(
         "top_k": data.top_k,
         "layers": data.layer_names,
         "load": load_metrics(data),
+        "criteria": {
+            "alpha": alpha,
+            "min_lift": min_lift,
+            "shuffles": default_shuffles(data.num_layers, alpha) if shuffles is None else shuffles,
+            "rule": RULE,
+        },
         "groups": {},
         "notes": [],
     }
@@ -371,7 +447,8 @@ def analyze(
         if all(g == UNK_LABEL for g in labels):
             out["notes"].append(f"group {name!r}: no analysed utterance has a label; skipped")
             continue
-        stats = group_metrics(data, labels, shuffles=shuffles, seed=seed)
+        stats = group_metrics(data, labels, shuffles=out["criteria"]["shuffles"], seed=seed)
         stats["id"] = group_id_accuracy(data, labels, speakers=speakers, folds=folds, seed=seed)
+        stats["verdict"] = group_verdict(stats, name=name, alpha=alpha, min_lift=min_lift)
         out["groups"][name] = stats
     return out

@@ -1,78 +1,140 @@
 """Expert-specialization report: ``report.json`` (every number), ``report.md`` and a
 self-contained ``report.html`` (figures embedded as data URIs), plus the PNG figures
 and ``routing.npz`` (the routing records, to re-render with ``RoutingData.load``).
+
+The report opens with the verdict (:mod:`moe_asr.analysis.verdict`): per group, which
+experts serve which values, or that routing does not specialise, with the numbers. Then
+the summary, per-value WER beside routing (given a ``wer.json``), the comparison with a
+second model (given its routing), load balance, and per group: lift heatmaps on a
+diverging scale centred at 1, the identification confusion matrix and share heatmaps.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+from moe_asr.analysis.compare import OtherRouting, compare_blocks, compare_routing, plot_sides
 from moe_asr.analysis.metrics import analyze
 from moe_asr.analysis.plots import (
     MAX_HEATMAP_ROWS,
+    plot_compare,
+    plot_confusion,
     plot_entropy,
     plot_group_heatmaps,
+    plot_lift_heatmaps,
     plot_load,
     plot_nmi,
+    plot_wer_routing,
 )
+from moe_asr.analysis.render import Block, fmt, to_html, to_markdown
 from moe_asr.analysis.routing import RoutingData
+from moe_asr.analysis.verdict import ALPHA, MIN_LIFT
+from moe_asr.analysis.wer import WerFile, join_wer, wer_blocks
 from moe_asr.data.datadir import DataDir
 from moe_asr.errors import UserError
 from moe_asr.files import atomic_write_text, check_outputs
 
-__all__ = ["write_report", "select_groups", "REPORT_FILES"]
+__all__ = ["write_report", "select_groups", "report_files", "REPORT_FILES"]
 
 REPORT_FILES = ("report.json", "report.md", "report.html", "routing.npz")
-
-# A document is a list of blocks rendered twice (Markdown and HTML):
-# ("h1"|"h2"|"h3", text) ("p", text) ("table", header, rows) ("img", file, caption)
-_Block = tuple
-
-
-def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None:
-        return "n/a"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    return str(x)
+_FIGURES = ("load.png", "entropy.png", "nmi.png")
 
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "group"
 
 
-def _group_blocks(name: str, st: dict[str, Any], heatmap: str) -> list[_Block]:
-    blocks: list[_Block] = [("h2", f"Group: {name}")]
-    sizes = ", ".join(f"{g} {n}" for g, n in zip(st["labels"], st["utts"]))
-    blocks.append(("p", f"{len(st['labels'])} labels (utterances: {sizes})."))
-    if len(st["labels"]) > MAX_HEATMAP_ROWS:
-        blocks.append(("p", f"The heatmap shows the {MAX_HEATMAP_ROWS} largest groups."))
+def _stems(group_names: list[str]) -> dict[str, str]:
+    """A distinct file-name stem per group name (``a/b c`` -> ``a_b_c``)."""
+    used: set[str] = set()
+    out = {}
+    for name in sorted(group_names):
+        stem = _safe_name(name)
+        while stem in used:
+            stem += "_"
+        used.add(stem)
+        out[name] = stem
+    return out
+
+
+def report_files(group_names: list[str], *, wer: bool = False, compare: bool = False) -> list[str]:
+    """Every file a report with these groups may write (to refuse an earlier report's)."""
+    kinds = ["heatmap", "lift", "confusion"] + ["wer"] * wer + ["compare"] * compare
+    stems = _stems(group_names).values()
+    return [*REPORT_FILES, *_FIGURES, *(f"{k}_{s}.png" for s in stems for k in kinds)]
+
+
+def _verdict_blocks(res: dict[str, Any]) -> list[Block]:
+    blocks: list[Block] = [("h2", "Verdict")]
+    if not res["groups"]:
+        return blocks + [("p", "No group labels: nothing to tell about specialisation.")]
+    for name, st in res["groups"].items():
+        v = st["verdict"]
+        blocks.append(("p", v["text"]))
+        if not v["experts"]:
+            continue
+        rows = [
+            [
+                str(ex["expert"]),
+                g["group"],
+                fmt(g["lift"], 2),
+                fmt(g["lift_chance"], 2),
+                fmt(g["share"]),
+                fmt(g["coverage"]),
+            ]
+            for ex in v["experts"]
+            for g in ex["groups"]
+        ]
+        header = ["expert", f"serves {name}", "lift", "lift under shuffled labels (max)"]
+        header += ["share of the expert's frames", f"share of the {name} value's frames"]
+        blocks.append(("table", header, rows))
+    c = res["criteria"]
     blocks.append(
         (
             "p",
-            f"NMI I({name}; expert)/H({name}): mean {_fmt(st['nmi_mean'])}, "
-            f"max {_fmt(st['nmi_max'])} at layer {st['nmi_max_layer']}. The shuffled "
-            "column is the NMI with labels shuffled across utterances (a router that "
-            "ignores the group).",
+            f"Rule: {c['rule']} (alpha {c['alpha']}, min lift {c['min_lift']}, "
+            f"{c['shuffles']} shuffles).",
         )
     )
+    return blocks
+
+
+def _group_blocks(name: str, st: dict[str, Any], figs: dict[str, str]) -> list[Block]:
+    blocks: list[Block] = [("h2", f"Group: {name}")]
+    sizes = ", ".join(f"{g} {n}" for g, n in zip(st["labels"], st["utts"]))
+    blocks.append(("p", f"{len(st['labels'])} labels (utterances: {sizes})."))
+    if len(st["labels"]) > MAX_HEATMAP_ROWS:
+        blocks.append(("p", f"The heatmaps show the {MAX_HEATMAP_ROWS} largest groups."))
+    blocks.append(
+        (
+            "p",
+            f"NMI I({name}; expert)/H({name}): mean {fmt(st['nmi_mean'])}, "
+            f"max {fmt(st['nmi_max'])} at layer {st['nmi_max_layer']}. The shuffled "
+            f"columns are the NMI with labels shuffled across utterances ({st['shuffles']} "
+            "shuffles: a router that ignores the group); p = (1 + shuffles reaching the observed "
+            "NMI) / (1 + shuffles).",
+        )
+    )
+    served = st["verdict"]["served"]
     rows = []
     for r in st["per_layer"]:
         prefs = "; ".join(
-            f"e{p['expert']}: {p['group']} x{_fmt(p['lift'], 2)}"
+            f"e{p['expert']}: {p['group']} x{fmt(p['lift'], 2)}"
             if p["group"] is not None
             else f"e{p['expert']}: unused"
             for p in r["preferred"]
         )
-        rows.append([str(r["layer"]), _fmt(r["nmi"]), _fmt(r["nmi_shuffled"]), prefs])
-    blocks.append(
-        ("table", ["layer", "NMI", "NMI shuffled", "preferred group (lift over base rate)"], rows)
-    )
+        serves = "; ".join(
+            f"e{ex['expert']}: " + ", ".join(g["group"] for g in ex["groups"])
+            for ex in served.get(r["layer"], [])
+        )
+        row = [str(r["layer"]), fmt(r["nmi"]), fmt(r["nmi_shuffled"]), fmt(r["nmi_shuffled_max"])]
+        rows.append([*row, fmt(r["nmi_p_value"]), serves or "-", prefs])
+    header = ["layer", "NMI", "NMI shuffled (mean)", "(max)", "p", "experts serving (verdict)"]
+    blocks.append(("table", [*header, "preferred group (lift over base rate)"], rows))
     ident = st["id"]
     if ident["accuracy"] is None:
         blocks.append(("p", f"{name} identification from routing: {ident.get('note', 'n/a')}."))
@@ -80,8 +142,8 @@ def _group_blocks(name: str, st: dict[str, Any], heatmap: str) -> list[_Block]:
         text = (
             f"{name} identification from per-utterance routing histograms "
             f"({ident['method']}, {ident['n_folds']}-fold, held-out {ident['split_by']}s, "
-            f"{ident['n_eval']} utterances): accuracy {_fmt(ident['accuracy'])}, "
-            f"chance (majority class) {_fmt(ident['chance'])}."
+            f"{ident['n_eval']} utterances): accuracy {fmt(ident['accuracy'])}, "
+            f"chance (majority class) {fmt(ident['chance'])}."
         )
         if ident.get("split_note"):
             text += f" Note: {ident['split_note']}."
@@ -90,24 +152,31 @@ def _group_blocks(name: str, st: dict[str, Any], heatmap: str) -> list[_Block]:
         blocks.append(("p", text))
         recall = list(ident["per_label_recall"].items())
         if len(recall) <= MAX_HEATMAP_ROWS:  # report.json has every label's recall
-            blocks.append(("table", ["label", "recall"], [[g, _fmt(v)] for g, v in recall]))
-    blocks.append(("img", heatmap, f"{name} x expert share of top-1 frames per layer"))
+            blocks.append(("table", ["label", "recall"], [[g, fmt(v)] for g, v in recall]))
+    blocks.append(("img", figs[f"lift:{name}"], f"{name} x expert lift per layer"))
+    if f"confusion:{name}" in figs:
+        blocks.append(("img", figs[f"confusion:{name}"], f"{name} identified from routing"))
+    elif ident["accuracy"] is not None:
+        blocks.append(("p", f"No confusion figure: more than {MAX_HEATMAP_ROWS} labels."))
+    blocks.append(
+        ("img", figs[f"heatmap:{name}"], f"{name} x expert share of top-1 frames per layer")
+    )
     return blocks
 
 
-def _load_blocks(res: dict[str, Any], figs: dict[str, str]) -> list[_Block]:
+def _load_blocks(res: dict[str, Any], figs: dict[str, str]) -> list[Block]:
     rows = []
     for r in res["load"]:
         dead = ", ".join(map(str, r["dead_experts"])) or "-"
         rows.append(
             [
                 str(r["layer"]),
-                _fmt(r["cv"]),
-                _fmt(r["max_min_ratio"], 2) if r["max_min_ratio"] is not None else "inf",
+                fmt(r["cv"]),
+                fmt(r["max_min_ratio"], 2) if r["max_min_ratio"] is not None else "inf",
                 dead,
-                _fmt(r["entropy_normalized"]),
-                _fmt(r["load_entropy_normalized"]),
-                " ".join(_fmt(v, 2) for v in r["top1_share"]),
+                fmt(r["entropy_normalized"]),
+                fmt(r["load_entropy_normalized"]),
+                " ".join(fmt(v, 2) for v in r["top1_share"]),
             ]
         )
     header = ["layer", "load CV", "max/min", "unused experts", "router entropy / log E"]
@@ -120,8 +189,8 @@ def _load_blocks(res: dict[str, Any], figs: dict[str, str]) -> list[_Block]:
     ]
 
 
-def _document(res: dict[str, Any], figs: dict[str, str]) -> list[_Block]:
-    blocks: list[_Block] = [("h1", res["title"])]
+def _document(res: dict[str, Any], figs: dict[str, str]) -> list[Block]:
+    blocks: list[Block] = [("h1", res["title"])]
     blocks.append(
         (
             "p",
@@ -130,6 +199,7 @@ def _document(res: dict[str, Any], figs: dict[str, str]) -> list[_Block]:
             f"{res['num_experts']} experts, top-{res['top_k']} routing.",
         )
     )
+    blocks += _verdict_blocks(res)
     for note in res["notes"]:
         blocks.append(("p", f"Note: {note}."))
     if res["groups"]:
@@ -140,75 +210,28 @@ def _document(res: dict[str, Any], figs: dict[str, str]) -> list[_Block]:
                 [
                     name,
                     str(len(st["labels"])),
-                    _fmt(st["nmi_mean"]),
-                    f"{_fmt(st['nmi_max'])} (layer {st['nmi_max_layer']})",
-                    _fmt(ident["accuracy"]),
-                    _fmt(ident["chance"]),
+                    _yes_no(st["verdict"]["specialises"]),
+                    fmt(st["nmi_mean"]),
+                    f"{fmt(st['nmi_max'])} (layer {st['nmi_max_layer']})",
+                    fmt(ident["accuracy"]),
+                    fmt(ident["chance"]),
                 ]
             )
-        header = ["group", "labels", "NMI mean", "NMI max", "ID accuracy", "ID chance"]
-        blocks += [("h2", "Summary"), ("table", header, rows)]
+        header = ["group", "labels", "specialises", "NMI mean", "NMI max", "ID accuracy"]
+        blocks += [("h2", "Summary"), ("table", [*header, "ID chance"], rows)]
         blocks.append(("img", figs["nmi"], "NMI per layer"))
+    if "wer" in res:
+        blocks += wer_blocks(res["wer"], figs)
+    if "compare" in res:
+        blocks += compare_blocks(res["compare"], figs)
     blocks += _load_blocks(res, figs)
     for name, st in res["groups"].items():
-        blocks += _group_blocks(name, st, figs[f"heatmap:{name}"])
+        blocks += _group_blocks(name, st, figs)
     return blocks
 
 
-def _markdown(blocks: list[_Block]) -> str:
-    out = []
-    for b in blocks:
-        kind = b[0]
-        if kind in ("h1", "h2", "h3"):
-            out.append("#" * int(kind[1]) + " " + b[1])
-        elif kind == "p":
-            out.append(b[1])
-        elif kind == "table":
-            cells = [[c.replace("|", "\\|") for c in row] for row in [b[1], *b[2]]]
-            out.append("| " + " | ".join(cells[0]) + " |")
-            out[-1] += "\n|" + "---|" * len(b[1])
-            out[-1] += "".join("\n| " + " | ".join(r) + " |" for r in cells[1:])
-        elif kind == "img":
-            out.append(f"![{b[2]}]({b[1]})")
-    return "\n\n".join(out) + "\n"
-
-
-_CSS = (
-    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-    "table{border-collapse:collapse;margin:1em 0;font-size:90%}"
-    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#eee}"
-    "figure{margin:1em 0}img{max-width:100%}figcaption{font-size:85%;color:#555}"
-)
-
-
-def _html(blocks: list[_Block], outdir: Path) -> str:
-    e = html.escape
-    title = next((b[1] for b in blocks if b[0] == "h1"), "report")
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
-    ]
-    for b in blocks:
-        kind = b[0]
-        if kind in ("h1", "h2", "h3"):
-            out.append(f"<{kind}>{e(b[1])}</{kind}>")
-        elif kind == "p":
-            out.append(f"<p>{e(b[1])}</p>")
-        elif kind == "table":
-            head = "".join(f"<th>{e(c)}</th>" for c in b[1])
-            body = "".join(
-                "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in b[2]
-            )
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif kind == "img":
-            data = base64.b64encode((outdir / b[1]).read_bytes()).decode("ascii")
-            out.append(
-                f'<figure><img src="data:image/png;base64,{data}" alt="{e(b[2])}">'
-                f'<figcaption>{e(b[2])} (<a href="{e(b[1])}">{e(b[1])}</a>)</figcaption></figure>'
-            )
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+def _yes_no(v: bool | None) -> str:
+    return {True: "yes", False: "no"}.get(v, "not tested")
 
 
 def select_groups(dd: DataDir, names: list[str] | None = None) -> dict[str, dict[str, str]]:
@@ -241,8 +264,14 @@ def write_report(
     *,
     speakers: dict[str, str] | None = None,
     title: str = "",
+    name: str = "this model",
+    wer: WerFile | None = None,
+    other: OtherRouting | None = None,
     folds: int = 5,
     seed: int = 0,
+    shuffles: int | None = None,
+    alpha: float = ALPHA,
+    min_lift: float = MIN_LIFT,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Analyse ``data`` against ``groups`` and write the report into ``outdir``.
@@ -252,36 +281,62 @@ def write_report(
             ``{"spk": utt2spk}``); empty: load and entropy only.
         speakers: utt -> speaker; group identification then holds out whole speakers.
         title: first heading of the report.
+        name: this model's name in the comparison.
+        wer: a ``load_wer`` result: per-value WER joined with routing (``wer`` section).
+        other: a second model's routing: both analysed side by side (``compare``).
+        shuffles, alpha, min_lift: the verdict's criteria (``analyze``).
     Writes report.json, report.md, report.html (self-contained), routing.npz and the
-    PNG figures (load.png, entropy.png, nmi.png, heatmap_<group>.png). A previous report
-    in ``outdir`` is refused (OutputExistsError) unless ``overwrite``; with it, only files
-    of those names are replaced. Returns the dict saved as report.json.
+    PNG figures (load.png, entropy.png, nmi.png; per group heatmap_, lift_, confusion_,
+    wer_ and compare_<group>.png). A previous report in ``outdir`` is refused
+    (OutputExistsError) unless ``overwrite``; with it, only files of those names are
+    replaced. Returns the dict saved as report.json.
     """
     outdir = Path(outdir)
-    check_outputs(outdir, [*REPORT_FILES, "load.png", "entropy.png", "nmi.png"], overwrite)
+    names = report_files(list(groups), wer=wer is not None, compare=other is not None)
+    check_outputs(outdir, names, overwrite)
     if data.num_utts == 0:
         raise UserError("routing data holds no utterance; nothing to report")
-    outdir.mkdir(parents=True, exist_ok=True)
-    res = analyze(data, groups, speakers=speakers, folds=folds, seed=seed)
+    options = dict(folds=folds, seed=seed, shuffles=shuffles, alpha=alpha, min_lift=min_lift)
+    res = analyze(data, groups, speakers=speakers, **options)
     res = {"title": title or "Expert specialization report", **res}
+    if wer is not None:
+        res["wer"] = join_wer(res, wer)
+    if other is not None:
+        res["compare"] = compare_routing(
+            data, res, other, groups, name=name, speakers=speakers, **options
+        )
+    outdir.mkdir(parents=True, exist_ok=True)
     figs = {"load": "load.png", "entropy": "entropy.png"}
     plot_load(res["load"], outdir / figs["load"])
     plot_entropy(res["load"], outdir / figs["entropy"])
     if res["groups"]:
         figs["nmi"] = "nmi.png"
         plot_nmi(res["groups"], res["layers"], outdir / figs["nmi"])
-    used: set[str] = set()
-    for name, st in res["groups"].items():
-        stem = f"heatmap_{_safe_name(name)}"
-        while stem in used:
-            stem += "_"
-        used.add(stem)
-        figs[f"heatmap:{name}"] = f"{stem}.png"
-        plot_group_heatmaps(st, outdir / f"{stem}.png", group_name=name)
+    stems = _stems(list(groups))
+    for group, st in res["groups"].items():
+        stem = stems[group]
+        figs[f"heatmap:{group}"] = f"heatmap_{stem}.png"
+        plot_group_heatmaps(st, outdir / f"heatmap_{stem}.png", group_name=group)
+        figs[f"lift:{group}"] = f"lift_{stem}.png"
+        served = st["verdict"]["served"]
+        plot_lift_heatmaps(st, outdir / f"lift_{stem}.png", group_name=group, served=served)
+        ident = st["id"]
+        if ident["accuracy"] is not None and len(ident["labels"]) <= MAX_HEATMAP_ROWS:
+            figs[f"confusion:{group}"] = f"confusion_{stem}.png"
+            plot_confusion(ident, outdir / f"confusion_{stem}.png", group_name=group)
+        joined = res.get("wer", {}).get("groups", {}).get(group)
+        if joined and any(r["wer"] is not None for r in joined["rows"]):
+            figs[f"wer:{group}"] = f"wer_{stem}.png"
+            plot_wer_routing(joined["rows"], outdir / f"wer_{stem}.png", group_name=group)
+        cmp = res.get("compare")
+        if cmp and group in cmp["groups"] and group in cmp["other"]["groups"]:
+            figs[f"compare:{group}"] = f"compare_{stem}.png"
+            sides = plot_sides(res["compare"], res, group)
+            plot_compare(group, sides, outdir / f"compare_{stem}.png")
     res["figures"] = figs
     data.save(outdir / "routing.npz")
     blocks = _document(res, figs)
     atomic_write_text(outdir / "report.json", json.dumps(res, indent=1, allow_nan=False) + "\n")
-    atomic_write_text(outdir / "report.md", _markdown(blocks))
-    atomic_write_text(outdir / "report.html", _html(blocks, outdir))
+    atomic_write_text(outdir / "report.md", to_markdown(blocks))
+    atomic_write_text(outdir / "report.html", to_html(blocks, outdir))
     return res

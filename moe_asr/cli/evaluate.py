@@ -110,13 +110,32 @@ def _run_score(args: argparse.Namespace) -> int:
     return 0
 
 
+_REPORT_DESCRIPTION = """\
+Runs the encoder label-free over a data dir, captures routing in every MoE layer and writes
+OUT/report.html (self-contained), report.md, report.json (every number), PNG figures and
+routing.npz. Groups come from the data dir's utt2<group> files (spk = utt2spk).
+
+The report opens with a verdict per group, in words: which experts serve which values
+(expert -> values with lift = P(value | expert) / P(value), the share of the expert's frames
+and of the value's frames), or that routing does not specialise, with the numbers. An expert
+serves a value in a layer when the layer's NMI(group; expert) is above the shuffled-label
+baseline (permutation p <= 0.05 / number of MoE layers), its lift is >= --min-lift and above
+the largest lift that pair reaches with shuffled labels. Figures: lift heatmaps (diverging,
+centred at 1), the confusion matrix of identifying the group from routing, share heatmaps.
+
+--wer DECODE_DIR/wer.json (from `moe-asr score --group accent --out DECODE_DIR`) puts
+per-value WER beside per-value routing. --compare OTHER (another model.pt, run on the same
+utterances, or a report dir, whose routing.npz is re-analysed) puts the two models'
+specialisation side by side.
+"""
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
         help="expert specialization report: which experts serve which accents/noise conditions",
-        description="Runs the encoder label-free over a data dir, captures routing in every MoE "
-        "layer and writes OUT/report.html (self-contained), report.md, report.json, PNG plots and "
-        "routing.npz. Groups come from the data dir's utt2<group> files (spk = utt2spk).",
+        description=_REPORT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, help="EXP/model.pt")
     p.add_argument("--data", required=True, help="Kaldi data dir")
@@ -127,6 +146,24 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         "--max-utts", type=int, default=None, help="analyse at most N utterances (default: all)"
     )
     p.add_argument("--out", required=True, help="output dir")
+    p.add_argument(
+        "--wer",
+        metavar="WER_JSON",
+        default=None,
+        help="wer.json of `moe-asr score --out` on the same data: per-value WER beside routing",
+    )
+    p.add_argument(
+        "--compare",
+        metavar="OTHER",
+        default=None,
+        help="another model.pt (run on the same data) or report dir: specialisation side by side",
+    )
+    p.add_argument(
+        "--min-lift",
+        type=float,
+        default=1.5,
+        help="smallest lift at which an expert serves a value (default: 1.5)",
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -141,35 +178,24 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    import torch
+    from moe_asr.analysis.pipeline import report_model
 
-    from moe_asr.analysis import collect_routing, select_groups, write_report
-    from moe_asr.analysis.report import REPORT_FILES
-    from moe_asr.data.datadir import load_datadir
-    from moe_asr.data.dataset import AsrDataset, make_loader, make_sampler
-    from moe_asr.files import check_outputs
-    from moe_asr.package import load_package
-
-    check_outputs(args.out, REPORT_FILES, args.overwrite)  # before any work
-    torch.set_flush_denormal(True)
-    pkg = load_package(args.model)
-    if args.dense_ok and not pkg.model.is_moe:
-        print(f"{args.model} is a dense model (no MoE layers): no expert report")
-        return 0
-    dd = load_datadir(args.data)
-    groups = select_groups(dd, args.groups.split(",") if args.groups else None)
-    ds = AsrDataset(dd, None, None, pkg.config.data, train=False)
-    loader = make_loader(ds, make_sampler(ds, shuffle=False), 0)
-    data = collect_routing(pkg.model, loader, max_utts=args.max_utts)
-    result = write_report(
-        data,
-        groups,
+    result = report_model(
+        args.model,
+        args.data,
         args.out,
-        speakers=dd.utt2spk,
-        title=f"{args.model} on {args.data}",
+        groups=args.groups.split(",") if args.groups else None,
+        max_utts=args.max_utts,
+        wer=args.wer,
+        compare=args.compare,
+        min_lift=args.min_lift,
+        dense_ok=args.dense_ok,
         overwrite=args.overwrite,
     )
-    for name, g in result.get("groups", {}).items():
+    if result is None:
+        print(f"{args.model} is a dense model (no MoE layers): no expert report")
+        return 0
+    for name, g in result["groups"].items():
         nmi = g.get("nmi_mean")
         ident = g.get("id") or {}
         acc, chance = ident.get("accuracy"), ident.get("chance")
@@ -177,6 +203,7 @@ def _run_report(args: argparse.Namespace) -> int:
             f"{name}: mean NMI {'n/a' if nmi is None else f'{nmi:.4f}'}; identification from "
             f"routing {'n/a' if acc is None else f'{acc:.3f} (chance {chance:.3f})'}"
         )
+        print(g["verdict"]["text"])
     print(f"report: {args.out}/report.html")
     return 0
 
