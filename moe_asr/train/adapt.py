@@ -111,7 +111,7 @@ class AdaptResult:
 def adapt_model(setup: AdaptSetup) -> AdaptResult:
     """Adapt per ``setup`` (see the module docstring). Every check that can fail on the
     inputs runs before anything is written; AdaptError names what to pass instead."""
-    from moe_asr.data.datadir import load_datadir, subset_datadir, write_datadir
+    from moe_asr.data.datadir import load_datadir, write_datadir
     from moe_asr.package import load_package, save_package
     from moe_asr.train.checkpoint import load_checkpoint
     from moe_asr.train.trainer import TrainSetup, train
@@ -129,7 +129,7 @@ def adapt_model(setup: AdaptSetup) -> AdaptResult:
     utts = _select(setup, durations)
     if setup.dev_data is not None:
         load_datadir(setup.dev_data)  # a bad dev dir fails now, not after the work files
-    selection = subset_datadir(dd, utts)
+    selection = _subset(dd, utts)
     selection.groups[setup.label] = {u: setup.value for u in utts}
     selection.utt2dur = {u: durations[u] for u in utts}
     plan = _plan(setup, exp, utts, durations)
