@@ -43,6 +43,7 @@ __all__ = [
     "dump_config",
     "validate_config",
     "SECTIONS",
+    "TRAINABLE_SETS",
 ]
 
 
@@ -226,6 +227,10 @@ class TrainConfig:
     # experts; see moe_asr.train.init); "" = random init. A resumed run ignores it.
     init: str = ""
     init_noise: float = 0.0  # noise on upcycled expert copies, relative std (e.g. 0.01)
+    # the parameters that train (the rest stay frozen): all | router (MoE routers and the
+    # label guidance: embeddings, group routers, estimate heads) | router+experts (also the
+    # expert and shared-expert feed-forwards); `moe-asr adapt` sets it
+    trainable: str = "all"
 
 
 @dataclass(kw_only=True)
@@ -395,6 +400,8 @@ _SCHEDULERS = ("noam", "cosine", "constant")
 _TOKENIZERS = ("char", "bpe", "unigram")
 _DECODE_MODES = ("ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescoring")
 _LM_UNITS = ("word", "token")
+# train.trainable: the parameter sets a run may train (moe_asr.train.adapt selects them)
+TRAINABLE_SETS = ("all", "router", "router+experts")
 
 
 class _Checker:
@@ -588,6 +595,7 @@ def _check_train(c: _Checker, cfg: Config) -> None:
     c.at_least("train.patience", t.patience, 0)
     c.at_least("train.max_bad_steps", t.max_bad_steps, 1)
     c.at_least("train.num_threads", t.num_threads, 0)
+    c.choice("train.trainable", t.trainable, TRAINABLE_SETS)
 
 
 def _check_decode(c: _Checker, cfg: Config) -> None:

@@ -239,6 +239,14 @@ class AsrModel(nn.Module):
         mask = lengths_to_mask(enc.lens, enc.out.shape[1])
         return self.guidance.label_probs(enc.router_stats, enc.label_logits, enc.group_logits, mask)
 
+    def group_probs(self, enc: EncoderOutput) -> LabelProbs | None:
+        """Per-utterance probabilities (B, G) of the group label's expert groups from the
+        routing of an encoder output; None when the model has no expert groups."""
+        if self.guidance is None:
+            return None
+        mask = lengths_to_mask(enc.lens, enc.out.shape[1])
+        return self.guidance.group_probs(enc.router_stats, enc.group_logits, mask)
+
     def set_cmvn(self, mean: Tensor, std: Tensor) -> None:
         """Global CMVN applied at the start of ``encode``: mean (F,), std (F,) > 0."""
         if mean.shape != self.cmvn_mean.shape or std.shape != self.cmvn_std.shape:

@@ -1,4 +1,4 @@
-"""Model subcommands: info, train, average, extract."""
+"""Model subcommands: info, train, average, extract, adapt."""
 
 from __future__ import annotations
 
@@ -202,5 +202,98 @@ def _run_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_adapt(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "adapt",
+        help="fine-tune a guided MoE model on a new accent (or label value): routers, "
+        "routers + experts, or all",
+        description="Train --params of MODEL on the utterances of TRAIN_DATA whose utt2<NAME> "
+        "is VALUE (all of them when TRAIN_DATA has no utt2<NAME>; at most --minutes of audio, "
+        "drawn by --seed), with the trainer's checkpoints, logging and --resume in --exp, and "
+        "write a self-contained package (decode it label-free or with --force NAME=VALUE). A "
+        "new VALUE joins the label vocabulary; in a model with expert groups it joins an "
+        "existing group: --group, else the one the model's label-free routing of the data "
+        "prefers. What was adapted is in the package's config (train.trainable) and "
+        "meta['adapt'].",
+    )
+    p.add_argument("--model", required=True, help="EXP/model.pt of a guided MoE model")
+    p.add_argument("--train-data", required=True, help="Kaldi data dir of the new accent")
+    p.add_argument("--dev-data", default=None, help="dev dir (default: the selected data)")
+    p.add_argument("--label", required=True, metavar="NAME=VALUE", help="e.g. accent=pt")
+    p.add_argument(
+        "--params",
+        default="router",
+        choices=["router", "router+experts", "all"],
+        help="what trains: MoE routers + label guidance (embeddings, group routers, estimate "
+        "heads); also the experts; everything",
+    )
+    p.add_argument("--minutes", type=float, default=None, help="default: all of VALUE's data")
+    p.add_argument(
+        "--group",
+        default=None,
+        help="expert group a new VALUE joins (default: its family in model.moe.guidance.groups, "
+        "else the group the model's label-free routing of the data prefers)",
+    )
+    p.add_argument("--steps", type=int, default=200, help="updates (train.max_steps)")
+    p.add_argument("--seed", type=int, default=0, help="data selection and training seed")
+    p.add_argument(
+        "--epoch-minutes",
+        type=float,
+        default=10.0,
+        help="audio per epoch at least: a smaller selection is listed repeatedly (0 = off)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="train./data. config override, e.g. train.lr=0.0005 (repeatable)",
+    )
+    p.add_argument("--exp", default=None, help="run dir (default: OUT's dir/<OUT stem>_adapt)")
+    p.add_argument("--out", required=True, help="the adapted package, e.g. exp/moe/model_pt.pt")
+    p.add_argument("--resume", action="store_true", help="continue the run in --exp")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=_run_adapt)
+
+
+def _run_adapt(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from moe_asr.train.adapt import AdaptError, AdaptSetup, adapt_model
+
+    name, sep, value = args.label.partition("=")
+    if not sep or not name.strip() or not value.strip() or "," in value:
+        raise AdaptError(f"--label {args.label!r}: expected NAME=VALUE, e.g. accent=pt")
+    r = adapt_model(
+        AdaptSetup(
+            model=Path(args.model),
+            train_data=Path(args.train_data),
+            dev_data=Path(args.dev_data) if args.dev_data else None,
+            label=name.strip(),
+            value=value.strip(),
+            params=args.params,
+            minutes=args.minutes,
+            group=args.group,
+            steps=args.steps,
+            seed=args.seed,
+            epoch_minutes=args.epoch_minutes,
+            overrides=list(args.overrides),
+            exp_dir=Path(args.exp) if args.exp else None,
+            out=Path(args.out),
+            resume=args.resume,
+            overwrite=args.overwrite,
+        )
+    )
+    p = r.plan
+    group = f"; group {p['group']} ({p['group_from']})" if p["group"] else ""
+    print(
+        f"{r.path}: {p['label']}={p['value']} from {len(p['utts'])} utterances "
+        f"({p['seconds'] / 60:.2f} min){group}; {r.stopped_because}; {r.steps} updates of "
+        f"{r.trainable:,} of {r.total:,} parameters ({p['params']}); run dir {r.exp_dir}"
+    )
+    return 0
+
+
 # adders, in the order of `moe-asr --help`
-COMMANDS = [_add_info, _add_train, _add_average, _add_extract]
+COMMANDS = [_add_info, _add_train, _add_average, _add_extract, _add_adapt]

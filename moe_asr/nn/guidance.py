@@ -408,22 +408,67 @@ class LabelGuidance(nn.Module):
             groups = self.router_groups.get(n)
             if groups is None or self.cfg.router_loss_weight <= 0:
                 continue
-            if self.cfg.group_router:
-                evidence = (
-                    [mean_group_log_probs(g, frame_mask) for g in group_logits.values()]
-                    if n == self.group_label
-                    else []
-                )
-            else:
-                evidence = [
-                    mean_group_log_probs(group_scores(s.logits, groups), s.mask)
-                    for s in stats
-                    if s.layer in self.group_layers
-                ]
-            if evidence:
-                probs = torch.stack(evidence).mean(0).softmax(-1)  # (B, G)
+            probs = self._group_evidence(n, groups, stats, group_logits, frame_mask)
+            if probs is not None:
                 out[f"{n}_group" if groups.families else n] = LabelProbs(list(groups.names), probs)
         return out
+
+    def group_probs(
+        self, stats: list[RouterStats], group_logits: dict[int, Tensor], frame_mask: Tensor
+    ) -> LabelProbs | None:
+        """(B, G) probabilities of the group label's expert groups from routing alone (group
+        routers (e), else grouped router logits); None for a model without expert groups."""
+        groups = self.label_groups
+        if groups is None:
+            return None
+        probs = self._group_evidence(self.group_label, groups, stats, group_logits, frame_mask)
+        return LabelProbs(list(groups.names), probs) if probs is not None else None
+
+    def _group_evidence(
+        self,
+        name: str,
+        groups: LabelGroups,
+        stats: list[RouterStats],
+        group_logits: dict[int, Tensor],
+        frame_mask: Tensor,
+    ) -> Tensor | None:
+        """(B, G) group probabilities of label ``name``: log-probs averaged over real frames
+        and the group layers, then softmax; None when no layer gives evidence."""
+        if self.cfg.group_router:
+            evidence = (
+                [mean_group_log_probs(g, frame_mask) for g in group_logits.values()]
+                if name == self.group_label
+                else []
+            )
+        else:
+            evidence = [
+                mean_group_log_probs(group_scores(s.logits, groups), s.mask)
+                for s in stats
+                if s.layer in self.group_layers
+            ]
+        return torch.stack(evidence).mean(0).softmax(-1) if evidence else None
+
+    def grown_rows(self, name: str, group: int | None) -> dict[str, Tensor]:
+        """Label ``name``'s embedding and estimate-head output tensors (state-dict names under
+        this module) with a row appended for a new value: the mean of group ``group``'s
+        values (so forcing it routes as they do); without a group, ``unk``'s embedding (what
+        label-free routing feeds) and the mean head row of the known values."""
+        ids = list(range(1, self.vocab.size(name)))
+        if group is not None:
+            assert self.label_groups is not None and name == self.group_label
+            ids = [v for v in ids if self.label_groups.value_group[v] == group]
+        out: dict[str, Tensor] = {}
+        with torch.no_grad():
+            if name in self.embed:
+                table = self.embed[name].weight
+                row = table[ids].mean(0) if group is not None else table[0]
+                out[f"embed.{name}.weight"] = torch.cat([table, row[None]])
+            if name in self.heads:
+                last = self.heads[name][-1]
+                for key, t in (("weight", last.weight), ("bias", last.bias)):
+                    grown = torch.cat([t, t[ids].mean(0, keepdim=True)])
+                    out[f"heads.{name}.{len(self.heads[name]) - 1}.{key}"] = grown
+        return {k: v.detach().clone() for k, v in out.items()}
 
 
 def _check_layers(

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from moe_asr.config import Config, dump_config, load_config, validate_config
+from moe_asr.data.labels import LabelVocab
 from moe_asr.errors import UserError
 from moe_asr.files import DirLock, WriteError, atomic_write_text, remove_stale_temps
 from moe_asr.train.checkpoint import (
@@ -35,6 +36,7 @@ from moe_asr.train.checkpoint import (
 )
 from moe_asr.train.monitor import TrainLogger
 from moe_asr.train.schedule import build_optimizer, build_scheduler
+from moe_asr.train.trainable import set_trainable
 
 __all__ = ["TrainError", "TrainSetup", "TrainResult", "train", "transcript_warnings"]
 
@@ -54,6 +56,9 @@ class TrainSetup:
     exp_dir: Path
     cmvn_path: Path | None = None
     resume: bool = False
+    # the run's label vocabulary (`moe-asr adapt`: the init model's, grown by a value);
+    # None: built from the train data's utt2<label> files
+    label_vocab: LabelVocab | None = None
 
 
 @dataclass
@@ -166,7 +171,6 @@ def _build(setup: TrainSetup, rank: int, world: int, device: torch.device):
     from moe_asr.data.datadir import load_datadir
     from moe_asr.data.dataset import AsrDataset, make_loader, make_sampler
     from moe_asr.data.features import Cmvn
-    from moe_asr.data.labels import LabelVocab
     from moe_asr.data.tokenizer import Tokenizer
     from moe_asr.model import build_model, guidance_labels
 
@@ -174,7 +178,9 @@ def _build(setup: TrainSetup, rank: int, world: int, device: torch.device):
     tokenizer = Tokenizer.load(setup.tokenizer_dir)
     train_dd = load_datadir(setup.train_data)
     guide = guidance_labels(cfg.model)
-    label_vocab = LabelVocab.from_tables(train_dd.groups, guide) if guide else None
+    label_vocab = setup.label_vocab
+    if label_vocab is None and guide:
+        label_vocab = LabelVocab.from_tables(train_dd.groups, guide)
     seed = cfg.train.seed
     train_ds = AsrDataset(train_dd, tokenizer, label_vocab, cfg.data, train=True, seed=seed)
     dev_ds = AsrDataset(setup.dev_data, tokenizer, label_vocab, cfg.data, train=False, seed=seed)
@@ -239,6 +245,10 @@ def _train(
         )
         if rank == 0:
             init_report.save(setup.exp_dir / "init.json")
+    trainable = ""
+    if tcfg.trainable != "all":  # frozen before DDP and the optimizer see the parameters
+        n = set_trainable(model, tcfg.trainable)
+        trainable = f"; trainable {n:,} (train.trainable={tcfg.trainable})"
     if rank == 0:
         _write_exp_dir(setup, tokenizer, label_vocab)
     ddp_model: torch.nn.Module = model
@@ -265,7 +275,8 @@ def _train(
 
     logger = TrainLogger(setup.exp_dir, enabled=rank == 0)
     logger.info(
-        f"params {sum(p.numel() for p in model.parameters()):,}; train utts {len(train_ds)}; "
+        f"params {sum(p.numel() for p in model.parameters()):,}{trainable}; train utts "
+        f"{len(train_ds)}; "
         f"{len(sampler)} batches/epoch on each of {world} rank(s); threads "
         f"{torch.get_num_threads()}; device {device}"
         + (
