@@ -7,6 +7,7 @@ needed to decode, transcribe, export or report travels inside it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,13 @@ def save_package(
     label_vocab: LabelVocab | None,
     meta: dict | None = None,
 ) -> Path:
-    """Write a package; CMVN travels inside ``model_state`` (the model's buffers)."""
+    """Write a package; CMVN travels inside ``model_state`` (the model's buffers).
+
+    The packaged config has ``data.features.precomputed`` off: a package makes its features
+    from audio (decode, evaluate, report), whatever cache its training run read."""
     path = Path(path)
+    features = dataclasses.replace(config.data.features, precomputed=False)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, features=features))
     atomic_save(
         {
             "format": PACKAGE_FORMAT,
