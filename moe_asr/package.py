@@ -7,7 +7,6 @@ needed to decode, transcribe, export or report travels inside it.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,15 +47,16 @@ def save_package(
 ) -> Path:
     """Write a package; CMVN travels inside ``model_state`` (the model's buffers).
 
-    The packaged config has ``data.features.precomputed`` off: a package makes its features
-    from audio (decode, evaluate, report), whatever cache its training run read."""
+    The packaged config leaves out ``data.features.precomputed`` (so it is off when loaded):
+    a package makes its features from audio (decode, evaluate, report), whatever dump its
+    training run read."""
     path = Path(path)
-    features = dataclasses.replace(config.data.features, precomputed=False)
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, features=features))
+    config_dict = config_to_dict(config)
+    config_dict["data"]["features"].pop("precomputed", None)
     atomic_save(
         {
             "format": PACKAGE_FORMAT,
-            "config_yaml": yaml.safe_dump(config_to_dict(config), sort_keys=False),
+            "config_yaml": yaml.safe_dump(config_dict, sort_keys=False),
             "model_state": {k: v.detach().cpu() for k, v in model_state.items()},
             "tokenizer": tokenizer_bytes,
             "label_vocab": label_vocab.to_dict() if label_vocab is not None else {},

@@ -30,9 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
-import statistics
 import sys
 import tempfile
 import time
@@ -52,6 +49,9 @@ from moe_asr.data.features import Cmvn, compute_fbank
 from moe_asr.data.precomputed import FeatureCache, dump_features
 from moe_asr.data.tokenizer import train_tokenizer
 from moe_asr.files import atomic_open
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, also when imported
+from benchlib import interleaved, print_header, quartiles, verdict  # noqa: E402
 
 GOAL = 100.0  # x real time per loader worker, fbank on the fly
 _SPEEDS = [0.9, 1.0, 1.1]
@@ -76,25 +76,6 @@ _VARIANTS = [
     _Variant("pre", "precomputed (dump), no augmentation", False, True, False, False),
     _Variant("pre_sa", "precomputed (dump) + SpecAugment", False, True, False, True),
 ]
-
-
-def _quartiles(xs: list[float]) -> tuple[float, float, float]:
-    if len(xs) < 2:
-        return xs[0], xs[0], xs[0]
-    q1, q2, q3 = statistics.quantiles(xs, n=4, method="inclusive")
-    return q1, q2, q3
-
-
-def _machine_line() -> str:
-    import torchaudio
-
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"torch {torch.__version__}, torchaudio {torchaudio.__version__}, numpy {np.__version__}, "
-        f"python {platform.python_version()}, threads {torch.get_num_threads()}, "
-        f"cpu_count {os.cpu_count()}, {platform.machine()} {platform.processor() or ''}".rstrip()
-        + f", load average {load}"
-    )
 
 
 def _prepare_data(args: argparse.Namespace, work: Path) -> Path:
@@ -143,23 +124,16 @@ def _epoch_runner(v: _Variant, data: Path, tokenizer, args) -> Callable[[int], t
 
 
 def _time_variants(data: Path, tokenizer, args) -> dict[str, list[float]]:
+    """x real time per timed round of each variant (one epoch per round, epoch = round)."""
     runners = {v.name: _epoch_runner(v, data, tokenizer, args) for v in _VARIANTS}
-    speeds: dict[str, list[float]] = {v.name: [] for v in _VARIANTS}
-    started = time.perf_counter()
-    for r in range(args.warmup + args.rounds):
-        order = _VARIANTS if r % 2 == 0 else _VARIANTS[::-1]
-        for v in order:
-            t0 = time.perf_counter()
-            audio, utts = runners[v.name](r)
-            elapsed = time.perf_counter() - t0
-            if not utts:
-                raise RuntimeError(f"{v.name}: the loader delivered no utterance")
-            if r >= args.warmup:
-                speeds[v.name].append(audio / elapsed)
-        timed = r + 1 - args.warmup
-        if args.max_seconds > 0 and timed >= 3 and time.perf_counter() - started > args.max_seconds:
-            print(f"time budget --max-seconds {args.max_seconds:g} reached after {timed} rounds")
-            break
+    times, results = interleaved(
+        runners, rounds=args.rounds, warmup=args.warmup, max_seconds=args.max_seconds
+    )
+    speeds: dict[str, list[float]] = {}
+    for name, outs in results.items():
+        if any(utts == 0 for _, utts in outs):
+            raise RuntimeError(f"{name}: the loader delivered no utterance")
+        speeds[name] = [audio / t for (audio, _), t in zip(outs, times[name], strict=True)]
     return speeds
 
 
@@ -220,15 +194,12 @@ def _time_stages(data: Path, args) -> tuple[dict[str, list[float]], float]:
         "read the dump": read_dump,
         "collate (16 per batch)": collate_all,
     }
-    speeds: dict[str, list[float]] = {k: [] for k in stages}
-    names = list(stages)
-    for r in range(1 + args.stage_rounds):  # the first round warms up
-        for name in names if r % 2 == 0 else names[::-1]:
-            t0 = time.perf_counter()
-            stages[name]()
-            if r:
-                speeds[name].append(audio / (time.perf_counter() - t0))
-    return speeds, audio
+    times, _ = interleaved(
+        {k: (lambda r, fn=fn: fn()) for k, fn in stages.items()},
+        rounds=args.stage_rounds,
+        warmup=1,
+    )
+    return {k: [audio / t for t in ts] for k, ts in times.items()}, audio
 
 
 def _report(speeds: dict[str, list[float]]) -> list[dict]:
@@ -237,8 +208,8 @@ def _report(speeds: dict[str, list[float]]) -> list[dict]:
     print("|---|---:|---:|---|---|")
     rows = []
     for v in _VARIANTS:
-        q1, med, q3 = _quartiles(speeds[v.name])
-        verdict = ("PASS" if med >= GOAL else "FAIL") if v.on_the_fly else "info"
+        q1, med, q3 = quartiles(speeds[v.name])
+        result = verdict(med, GOAL if v.on_the_fly else None, at_most=False)
         rows.append(
             {
                 "variant": v.name,
@@ -247,12 +218,12 @@ def _report(speeds: dict[str, list[float]]) -> list[dict]:
                 "q1": q1,
                 "q3": q3,
                 "ratio_to_goal": med / GOAL,
-                "result": verdict,
+                "result": result,
                 "rounds": speeds[v.name],
             }
         )
         print(
-            f"| {v.name} | {med:.0f}x [{q1:.0f}-{q3:.0f}] | {med / GOAL:.2f} | {verdict} | "
+            f"| {v.name} | {med:.0f}x [{q1:.0f}-{q3:.0f}] | {med / GOAL:.2f} | {result} | "
             f"{v.description} |"
         )
     return rows
@@ -282,9 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.threads, args.rounds, args.num_utts, args.stage_utts, args.stage_rounds) < 1:
         ap.error("--threads, --rounds, --num-utts, --stage-utts, --stage-rounds must be >= 1")
     torch.set_num_threads(args.threads)
-    command = shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv)
-    print(f"command: {command}")
-    print(f"machine: {_machine_line()}")
+    command, machine = print_header(argv, "torchaudio", "numpy")
 
     with tempfile.TemporaryDirectory(prefix="bench_data.") as tmp:
         data = _prepare_data(args, Path(tmp))
@@ -320,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|")
     stage_rows = {}
     for name, xs in stages.items():
-        q1, med, q3 = _quartiles(xs)
+        q1, med, q3 = quartiles(xs)
         stage_rows[name] = {"median_x_real_time": med, "q1": q1, "q3": q3}
         print(f"| {name} | {med:.0f}x [{q1:.0f}-{q3:.0f}] |")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -330,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(
                 {
                     "command": command,
-                    "machine": _machine_line(),
+                    "machine": machine,
                     "args": vars(args),
                     "goal_x_real_time": GOAL,
                     "variants": rows,
