@@ -42,6 +42,7 @@ __all__ = [
     "apply_overrides",
     "dump_config",
     "validate_config",
+    "waveform_augmentation",
     "SECTIONS",
     "TRAINABLE_SETS",
 ]
@@ -172,6 +173,9 @@ class FeatureConfig:
     frame_length_ms: float = 25.0
     frame_shift_ms: float = 10.0
     dither: float = 0.0
+    # read fbank from DATA/feats.scp (written by `moe-asr dump-feats`) instead of computing it
+    # from the audio; waveform augmentation (speed_perturb, noise) is then impossible
+    precomputed: bool = False
 
 
 @dataclass(kw_only=True)
@@ -566,11 +570,29 @@ def _check_data(c: _Checker, cfg: Config) -> None:
         a.time_mask_max_ratio,
         "must be in (0, 1]",
     )
+    waveform_aug = waveform_augmentation(a)
+    c.rule(
+        not (f.precomputed and waveform_aug),
+        "data.features.precomputed",
+        f.precomputed,
+        f"precomputed features have no waveform to augment: turn off {' and '.join(waveform_aug)} "
+        "or set data.features.precomputed=false (SpecAugment works on either)",
+    )
     dc = cfg.data
     c.positive("data.max_batch_seconds", dc.max_batch_seconds)
     c.positive("data.max_utt_seconds", dc.max_utt_seconds)
     c.at_least("data.num_buckets", dc.num_buckets, 1)
     c.at_least("data.num_workers", dc.num_workers, 0)
+
+
+def waveform_augmentation(a: AugmentConfig) -> list[str]:
+    """The config keys of the waveform augmentations ``a`` turns on (speed perturbation with
+    a factor other than 1.0, noise): impossible with precomputed features."""
+    on = {
+        "data.augment.speed_perturb": any(f != 1.0 for f in a.speed_perturb),
+        "data.augment.noise_prob": a.noise_prob > 0,
+    }
+    return [k for k, v in on.items() if v]
 
 
 def _check_tokenizer(c: _Checker, cfg: Config) -> None:

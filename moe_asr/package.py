@@ -45,12 +45,18 @@ def save_package(
     label_vocab: LabelVocab | None,
     meta: dict | None = None,
 ) -> Path:
-    """Write a package; CMVN travels inside ``model_state`` (the model's buffers)."""
+    """Write a package; CMVN travels inside ``model_state`` (the model's buffers).
+
+    The packaged config leaves out ``data.features.precomputed`` (so it is off when loaded):
+    a package makes its features from audio (decode, evaluate, report), whatever dump its
+    training run read."""
     path = Path(path)
+    config_dict = config_to_dict(config)
+    config_dict["data"]["features"].pop("precomputed", None)
     atomic_save(
         {
             "format": PACKAGE_FORMAT,
-            "config_yaml": yaml.safe_dump(config_to_dict(config), sort_keys=False),
+            "config_yaml": yaml.safe_dump(config_dict, sort_keys=False),
             "model_state": {k: v.detach().cpu() for k, v in model_state.items()},
             "tokenizer": tokenizer_bytes,
             "label_vocab": label_vocab.to_dict() if label_vocab is not None else {},

@@ -3,9 +3,13 @@
 
 top-k MoE with experts of width d_ff is compared with one dense FeedForward of width
 k * d_ff (the same multiply-adds per frame). Forward (inference, no grad) and
-forward+backward (training) at a long batch and a streaming chunk. Cases are timed
-interleaved (one repeat of every case per round) so machine load hits all alike;
-medians and MoE/dense ratios are printed as a table. Inference on at most
+forward+backward (training) at a long batch and a streaming chunk. Cases are timed in
+interleaved rounds (one repeat of every case per round, the order reversed on alternate
+rounds: ``tools/benchlib.py``) so machine load hits all alike; the command, the machine
+(torch version, threads), medians and MoE/dense ratios with their goal are printed as a
+table: ``--goal-chunk`` (1.5x) at <= ``SMALL_BATCH_FRAMES`` frames, the goal for a streaming
+chunk in RESULTS.md, and ``--goal-long`` (1.25x) above, the training-step target of
+``tools/bench_train.py``; exit status 1 on FAIL only with ``--strict``. Inference on at most
 ``moe_asr.nn.moe.SMALL_BATCH_FRAMES`` frames runs every expert on every frame; the "sorted"
 column times those calls through the sort-and-split dispatch used above that size (the other
 rows take that path anyway).
@@ -16,8 +20,9 @@ rows take that path anyway).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
-import time
+import sys
 from collections.abc import Callable
 
 import torch
@@ -25,6 +30,9 @@ from torch import nn
 
 import moe_asr.nn.moe as moe_module
 from moe_asr.nn.moe import FeedForward, MoEFeedForward
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchlib, also when imported
+from benchlib import interleaved, print_header, verdict  # noqa: E402
 
 
 def _case(
@@ -65,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--configs", nargs="+", default=["4:1", "8:2"], help="num_experts:top_k pairs")
+    ap.add_argument("--goal-chunk", type=float, default=1.5, help="MoE/dense goal, short inputs")
+    ap.add_argument("--goal-long", type=float, default=1.25, help="MoE/dense goal, long inputs")
+    ap.add_argument("--strict", action="store_true", help="exit status 1 when a goal fails")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -85,22 +96,20 @@ def main(argv: list[str] | None = None) -> int:
                     cases[(spec, n, bwd, "sorted")] = _case(moe, x, mask, bwd, sorted_=True)
                 cases[(spec, n, bwd, "dense")] = _case(dense, x, mask, bwd)
 
-    times: dict[tuple, list[float]] = {key: [] for key in cases}
-    for r in range(args.warmup + args.repeats):
-        for key, fn in cases.items():
-            t0 = time.perf_counter()
-            fn()
-            if r >= args.warmup:
-                times[key].append(time.perf_counter() - t0)
-
+    print_header(argv)
+    times, _ = interleaved(
+        {key: (lambda r, fn=fn: fn()) for key, fn in cases.items()},
+        rounds=args.repeats,
+        warmup=args.warmup,
+    )
     print(
-        f"threads={torch.get_num_threads()} d_model={d} d_ff={ff} repeats={args.repeats} "
-        f"(interleaved, medians)"
+        f"d_model={d} d_ff={ff}, warmup {args.warmup}, {args.repeats} interleaved rounds, medians"
     )
     print(
         f"{'MoE':>10} {'dense':>8} {'frames':>6} {'pass':>8} {'MoE ms':>8} {'dense ms':>9} "
-        f"ratio {'sorted ms':>9} {'ratio':>6}"
+        f"ratio {'sorted ms':>9} {'ratio':>6} {'goal':>6} result"
     )
+    failed = False
     for spec in args.configs:
         e, k = spec.split(":")
         for n in args.frames:
@@ -110,12 +119,15 @@ def main(argv: list[str] | None = None) -> int:
                 sorted_times = times.get((spec, n, bwd, "sorted"))
                 so = statistics.median(sorted_times) * 1e3 if sorted_times else m
                 label = f"top{k}/{e}"
+                goal = args.goal_chunk if n <= moe_module.SMALL_BATCH_FRAMES else args.goal_long
+                result = verdict(m / dn, goal)
+                failed |= result == "FAIL"
                 print(
                     f"{label:>10} {f'{k}x{ff}':>8} {n:>6} {'fwd+bwd' if bwd else 'fwd':>8} "
-                    f"{m:8.3f} {dn:9.3f} {m / dn:5.2f}x {so:9.3f} {so / dn:5.2f}x"
-                    + ("" if sorted_times else "  (same path)")
+                    f"{m:8.3f} {dn:9.3f} {m / dn:5.2f}x {so:9.3f} {so / dn:5.2f}x "
+                    f"{goal:5.2f}x {result}" + ("" if sorted_times else "  (sorted: same path)")
                 )
-    return 0
+    return 1 if failed and args.strict else 0
 
 
 if __name__ == "__main__":

@@ -34,9 +34,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import shlex
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -51,6 +48,9 @@ from moe_asr.files import atomic_open
 from moe_asr.model import AsrModel, build_model
 from moe_asr.nn.conformer import Conv2dSubsampling
 from moe_asr.train.schedule import build_optimizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchlib, also when imported
+from benchlib import interleaved, print_header, quartiles, verdict  # noqa: E402
 
 _VOCAB = 32  # blank 0, unk 1, sos/eos 31
 _FRAMES_PER_SECOND = 100
@@ -258,13 +258,6 @@ def _guided_variants(args: argparse.Namespace, path: str, batch) -> list[_Varian
     return out
 
 
-def _quartiles(xs: list[float]) -> tuple[float, float, float]:
-    if len(xs) < 2:
-        return xs[0], xs[0], xs[0]
-    q1, q2, q3 = statistics.quantiles(xs, n=4, method="inclusive")
-    return q1, q2, q3
-
-
 def _count_flops(variants: list[_Variant]) -> dict[str, int]:
     """One untimed step per variant under ``FlopCounterMode`` (matmul/conv/attention FLOPs)."""
     flops = {}
@@ -278,23 +271,17 @@ def _count_flops(variants: list[_Variant]) -> dict[str, int]:
 def _time(
     variants: list[_Variant], warmup: int, repeats: int, max_seconds: float
 ) -> dict[str, list[float]]:
-    """Interleaved rounds; stops early (after >= 3 timed rounds) once ``max_seconds`` passed."""
-    times: dict[str, list[float]] = {v.name: [] for v in variants}
-    started = time.perf_counter()
-    for r in range(warmup + repeats):
-        order = variants if r % 2 == 0 else variants[::-1]
-        for v in order:
-            t0 = time.perf_counter()
-            loss = v.step()
-            elapsed = time.perf_counter() - t0
-            if not math.isfinite(loss):
-                raise RuntimeError(f"{v.name}: non-finite loss {loss} in round {r}")
-            if r >= warmup:
-                times[v.name].append(elapsed)
-        timed = r + 1 - warmup
-        if max_seconds > 0 and timed >= 3 and time.perf_counter() - started > max_seconds:
-            print(f"time budget --max-seconds {max_seconds:g} reached after {timed} timed rounds")
-            break
+    """Interleaved rounds (``benchlib.interleaved``); every loss must stay finite."""
+    times, losses = interleaved(
+        {v.name: (lambda r, v=v: v.step()) for v in variants},
+        rounds=repeats,
+        warmup=warmup,
+        max_seconds=max_seconds,
+    )
+    for name, values in losses.items():
+        bad = [x for x in values if not math.isfinite(x)]
+        if bad:
+            raise RuntimeError(f"{name}: non-finite loss {bad[0]} in a timed round")
     return times
 
 
@@ -306,7 +293,7 @@ def _report_variants(
     print("|---|---:|---:|---:|---:|---|")
     summary: dict[str, dict] = {}
     for v in variants:
-        q1, med, q3 = _quartiles(times[v.name])
+        q1, med, q3 = quartiles(times[v.name])
         summary[v.name] = {
             "description": v.description,
             "params": v.params,
@@ -342,10 +329,10 @@ def _report_ratios(
     ]
     for label, num, den, target in rows:
         paired = [a / b for a, b in zip(times[num], times[den], strict=True)]
-        q1, med, q3 = _quartiles(paired)
+        q1, med, q3 = quartiles(paired)
         of_medians = summary[num]["median_ms"] / summary[den]["median_ms"]
         flop_ratio = summary[num]["gflop"] / summary[den]["gflop"]
-        verdict = "info" if target is None else ("PASS" if med <= target else "FAIL")
+        result = verdict(med, target)
         ratios.append(
             {
                 "ratio": label,
@@ -355,27 +342,15 @@ def _report_ratios(
                 "of_medians": of_medians,
                 "flop_ratio": flop_ratio,
                 "target": target,
-                "result": verdict,
+                "result": result,
             }
         )
         tgt = "" if target is None else f"<= {target:.2f}x"
         print(
             f"| {label} | {med:.2f}x [{q1:.2f}-{q3:.2f}] | {of_medians:.2f}x | "
-            f"{flop_ratio:.2f}x | {tgt} | {verdict} |"
+            f"{flop_ratio:.2f}x | {tgt} | {result} |"
         )
     return ratios
-
-
-def _machine_line() -> str:
-    import speechbrain
-
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"torch {torch.__version__}, speechbrain {speechbrain.__version__}, python "
-        f"{platform.python_version()}, threads {torch.get_num_threads()}, "
-        f"cpu_count {os.cpu_count()}, {platform.machine()} {platform.processor() or ''}".rstrip()
-        + f", load average {load}"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -414,9 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)
     torch.manual_seed(args.seed)
 
-    command = shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv)
-    print(f"command: {command}")
-    print(f"machine: {_machine_line()}")
+    command, machine = print_header(argv, "speechbrain")
     frames = int(round(args.seconds * _FRAMES_PER_SECOND))
     sub = ((frames - 1) // 2 - 1) // 2
     print(
@@ -442,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(
                 {
                     "command": command,
-                    "machine": _machine_line(),
+                    "machine": machine,
                     "args": vars(args),
                     "variants": summary,
                     "ratios": ratios,

@@ -1,5 +1,5 @@
 """Data subcommands: synth, prepare-corpus, validate-data, fix-data, compute-cmvn,
-train-tokenizer, train-lm."""
+dump-feats, train-tokenizer, train-lm."""
 
 from __future__ import annotations
 
@@ -303,6 +303,55 @@ def _run_compute_cmvn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_dump_feats(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "dump-feats",
+        help="precompute fbank of a data dir (DATA/feats.scp + shards) for "
+        "data.features.precomputed=true",
+        description="Computes Kaldi fbank of every utterance (--config's data.features, as "
+        "training computes it from the audio) and writes DUMP/feats.N.npy shards, "
+        "DATA_DIR/feats.scp (utt-id shard:row:frames) and DATA_DIR/feats.json (the feature "
+        "settings, counts, utterances left out). Train with --set data.features.precomputed=true "
+        "to read them instead of the audio (dump the dev data dir too); speed perturbation and "
+        "noise need the audio and cannot be combined with it, SpecAugment can. Unreadable audio "
+        "is left out with a warning naming the utterance.",
+    )
+    p.add_argument("data_dir", help="Kaldi data dir")
+    p.add_argument("--dump-dir", default=None, help="where the shards go (default DATA_DIR/dump)")
+    p.add_argument("--config", default=None, help="YAML experiment config (data.features)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--num-workers", type=int, default=0, help="feature worker processes")
+    p.add_argument("--shard-mb", type=float, default=128.0, help="size of one shard in MiB")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dump")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_dump_feats)
+
+
+def _run_dump_feats(args: argparse.Namespace) -> int:
+    from moe_asr.config import load_config
+    from moe_asr.data.precomputed import dump_features
+
+    cfg = load_config(args.config, args.overrides, sections=("data",))  # features only
+    report = dump_features(
+        args.data_dir,
+        cfg.data.features,
+        dump_dir=args.dump_dir,
+        num_workers=args.num_workers,
+        shard_mb=args.shard_mb,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    secs = report.frames * cfg.data.features.frame_shift_ms / 1000.0
+    span = f"{secs / 3600:.2f} h" if secs >= 360 else f"{secs:.1f} s"
+    print(
+        f"{report.scp}: {report.utts} utterances, {report.frames} frames (~{span}), "
+        f"{report.shards} shard(s) in {report.dump_dir} ({report.bytes / 2**20:.1f} MiB) in "
+        f"{report.seconds:.1f} s"
+        + (f"; {len(report.left_out)} left out (unreadable audio)" if report.left_out else "")
+    )
+    return 0
+
+
 def _add_train_tokenizer(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train-tokenizer",
@@ -386,6 +435,7 @@ COMMANDS = [
     _add_validate_data,
     _add_fix_data,
     _add_compute_cmvn,
+    _add_dump_feats,
     _add_train_tokenizer,
     _add_train_lm,
 ]

@@ -10,6 +10,13 @@ keeps a per-epoch list (``loader.skipped``) and hands the ids to the dataset, wh
 Audio whose header is already unreadable when the dataset is built (no ``utt2dur``) is
 left out then, with a warning, and listed in ``dataset.skipped``.
 
+Precomputed features (``data.features.precomputed: true``): fbank comes from the data dir's
+dump (``moe_asr.data.precomputed``, written by ``moe-asr dump-feats``) instead of the
+audio, equal to what is computed on the fly; SpecAugment still applies, waveform
+augmentation is refused (DatasetError). A stale or incomplete dump is an error when the
+dataset is built; an entry found unusable when loaded is skipped like unreadable audio,
+named. Durations come from ``utt2dur``, else from the frames.
+
 Durations: ``dataset.durations`` are the seconds to *batch by*: in training with speed
 perturbation, each audio duration times ``1 / min(speed factor)``, the longest the item
 can become; so a sampler built from them never exceeds its limit after perturbation.
@@ -32,11 +39,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from moe_asr.audio import AudioError, audio_info, load_audio
-from moe_asr.config import DataConfig
+from moe_asr.config import DataConfig, waveform_augmentation
 from moe_asr.data.augment import Augmenter
 from moe_asr.data.datadir import DataDir, load_datadir
 from moe_asr.data.features import FeatureError, compute_fbank
 from moe_asr.data.labels import LabelVocab
+from moe_asr.data.precomputed import FEATS_SCP, CacheEntryError, FeatureCache
 from moe_asr.data.sampler import BucketBatchSampler
 from moe_asr.data.tokenizer import Tokenizer
 from moe_asr.errors import UserError
@@ -177,7 +185,8 @@ class AsrDataset(Dataset):
     here). In training (``train=True``) augmentation is on and utterances longer than
     ``data_cfg.max_utt_seconds`` are left out (counted in ``too_long``). Items are
     augmented reproducibly from (``seed``, epoch, utterance); the loader sets the epoch
-    and, unless ``seed`` is given here, the seed from its sampler.
+    and, unless ``seed`` is given here, the seed from its sampler. With
+    ``data_cfg.features.precomputed`` features come from ``cache`` (a ``FeatureCache``).
     """
 
     def __init__(
@@ -199,6 +208,9 @@ class AsrDataset(Dataset):
         self.seed = seed or 0
         self._seed_from_sampler = seed is None  # the loader hands over the sampler's seed
         self.epoch = 0
+        self.cache: FeatureCache | None = None
+        if data_cfg.features.precomputed:
+            self.cache = self._open_cache(data_cfg, train)
         self.augmenter = (
             Augmenter(data_cfg.augment, data_cfg.features.sample_rate) if train else None
         )
@@ -233,11 +245,34 @@ class AsrDataset(Dataset):
                 f"unreadable audio, {len(self.too_long)} longer than data.max_utt_seconds)"
             )
 
+    def _open_cache(self, data_cfg: DataConfig, train: bool) -> FeatureCache:
+        waveform = waveform_augmentation(data_cfg.augment) if train else []
+        if waveform:
+            raise DatasetError(
+                f"data.features.precomputed=true cannot be combined with {' and '.join(waveform)}"
+                ": precomputed features have no waveform to augment; turn one of them off"
+            )
+        if self.path is None:
+            raise DatasetError(
+                "data.features.precomputed=true needs a data dir on disk (with feats.scp)"
+            )
+        return FeatureCache(self.path, data_cfg.features, self.dd.utt_ids)
+
     # ------------------------------------------------------------------ durations
 
     def _durations(self) -> dict[str, float]:
         dd = self.dd
         out: dict[str, float] = {}
+        if self.cache is not None:
+            for utt in dd.utt_ids:
+                if utt not in self.cache:  # left out of the dump (unreadable audio)
+                    why = f"no features: {self.cache.left_out[utt]}"
+                    self._skip(Skipped(utt, f"{dd.path}/{FEATS_SCP}", why))
+                elif dd.utt2dur is not None and utt in dd.utt2dur:
+                    out[utt] = dd.utt2dur[utt]
+                else:
+                    out[utt] = self.cache.seconds(utt)
+            return out
         header: dict[str, float] = {}  # audio path -> duration (recordings shared by segments)
         for utt in dd.utt_ids:
             try:
@@ -298,27 +333,12 @@ class AsrDataset(Dataset):
             return Skipped(e.utt_id, e.path, e.cause)
 
     def load(self, utt: str) -> Example:
-        """Load one utterance; raises UtteranceError naming it and its audio path."""
-        path, start, end = self.dd.audio_of(utt)
-        fcfg = self.cfg.features
-        try:
-            wav = torch.from_numpy(load_audio(path, fcfg.sample_rate, start, end))
-        except AudioError as e:
-            raise UtteranceError(utt, path, e.cause) from e
+        """Load one utterance; raises UtteranceError naming it and its audio (or dump) path."""
         rng = None
         if self.augmenter is not None:
             key = zlib.crc32(utt.encode("utf-8"))
             rng = np.random.default_rng([self.seed, self.epoch, key])
-            wav = self.augmenter.waveform(wav, rng)
-        try:
-            if fcfg.dither > 0 and rng is not None:
-                with torch.random.fork_rng(devices=[]):  # reproducible dither
-                    torch.manual_seed(int(rng.integers(0, 2**62)))
-                    feats = compute_fbank(wav, fcfg)
-            else:
-                feats = compute_fbank(wav, fcfg)
-        except FeatureError as e:
-            raise UtteranceError(utt, path, str(e)) from e
+        feats = self._fbank(utt, rng) if self.cache is None else self._cached(utt, rng)
         if self.augmenter is not None:
             feats = self.augmenter.features(feats, rng)
         ids = self.tokenizer.encode(self.dd.text.get(utt, "")) if self.tokenizer else []
@@ -327,6 +347,35 @@ class AsrDataset(Dataset):
             for name in self.label_vocab.names
         }
         return Example(utt, feats, torch.tensor(ids, dtype=torch.long), labels)
+
+    def _fbank(self, utt: str, rng: np.random.Generator | None) -> Tensor:
+        """(T, F) fbank of the (waveform-augmented) audio."""
+        path, start, end = self.dd.audio_of(utt)
+        fcfg = self.cfg.features
+        try:
+            wav = torch.from_numpy(load_audio(path, fcfg.sample_rate, start, end))
+        except AudioError as e:
+            raise UtteranceError(utt, path, e.cause) from e
+        if self.augmenter is not None:
+            wav = self.augmenter.waveform(wav, rng)
+        try:
+            if fcfg.dither > 0 and rng is not None:
+                with torch.random.fork_rng(devices=[]):  # reproducible dither
+                    torch.manual_seed(int(rng.integers(0, 2**62)))
+                    return compute_fbank(wav, fcfg)
+            return compute_fbank(wav, fcfg)
+        except FeatureError as e:
+            raise UtteranceError(utt, path, str(e)) from e
+
+    def _cached(self, utt: str, rng: np.random.Generator | None) -> Tensor:
+        """(T, F) fbank from the dump."""
+        try:
+            feats = self.cache.load(utt)
+        except CacheEntryError as e:
+            raise UtteranceError(utt, e.path, e.cause) from e
+        if rng is not None and self.cfg.features.dither > 0:
+            rng.integers(0, 2**62)  # the draw on-the-fly dither takes: SpecAugment's stay equal
+        return feats
 
     def collator(self) -> Collator:
         return Collator(self.label_vocab.names, self.cfg.features.num_mel_bins)

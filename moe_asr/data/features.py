@@ -1,6 +1,7 @@
 """Kaldi-compatible log-mel filterbank features and global CMVN statistics.
 
-Features are computed on the fly from the waveform (no feats.scp). ``compute_fbank``
+Features are computed on the fly from the waveform, or once into a dump that training
+reads instead (``moe_asr.data.precomputed``: ``feats.scp`` + shards). ``compute_fbank``
 wraps ``torchaudio.compliance.kaldi.fbank`` with Kaldi's conventions: the waveform is
 scaled to the int16 range, frames are 25 ms every 10 ms with ``snip_edges`` (so a
 signal of ``N`` samples gives ``1 + (N - 400) // 160`` frames at 16 kHz).

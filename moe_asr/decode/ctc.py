@@ -124,9 +124,12 @@ def ctc_greedy(log_probs: Tensor, lens: Tensor, blank: int = 0) -> list[list[Hyp
     """Best path: argmax per frame, merge repeats, drop blanks.
 
     log_probs: (B, T, V), lens: (B,) -> per utterance a one-element n-best whose score
-    is the best path's log-probability.
+    is the best path's log-probability. The best path (B, T) and ``lens`` come to the host
+    in one go (not the (B, T, V) log-probs), so a GPU is synced once per call, not per
+    utterance.
     """
     best, ids = log_probs.detach().max(-1)  # (B, T)
+    best, ids, lens = best.cpu(), ids.cpu(), lens.cpu()  # no-ops on the CPU
     out: list[list[Hypothesis]] = []
     for b in range(log_probs.shape[0]):
         n = int(lens[b])

@@ -262,6 +262,9 @@ class MoEFeedForward(nn.Module):
             and self.capacity_factor == 0
             and not self.training
             and not torch.is_grad_enabled()
+            # plain Linear experts only: a quantized one (torch.ao dynamic int8) has no
+            # weight tensor to stack, and runs through the sorted dispatch below
+            and isinstance(self.experts[0].w1.weight, Tensor)
         ):
             return self._dispatch_all_experts(x, idx, weight)
         if self.capacity_factor > 0:

@@ -5,6 +5,13 @@ wall-clock budget, NaN/inf skipping, and DDP under torchrun (gloo on CPU, nccl o
 Files (rank 0 only): ``EXP/config.yaml``, ``EXP/train.log``, ``EXP/tensorboard/``,
 ``EXP/checkpoints/{epoch-N.pt,last.pt}``, ``EXP/checkpoints/history.json``, and with
 ``train.init`` ``EXP/init.json`` (what was loaded, upcycled, skipped, new).
+
+Host syncs per micro-batch: one, the finite-loss check that decides whether the batch is
+skipped (all ranks must agree before ``backward``); per update one more, the finite
+gradient-norm check that decides whether the update is skipped. Everything else is read
+from the device only at a log step (``TrainLogger.log_step``: one transfer) and at the end
+of an epoch (the mean train loss, summed on the device by ``LossTotals``); the progress
+bar shows the loss of the last log step.
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ from moe_asr.train.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from moe_asr.train.monitor import TrainLogger
+from moe_asr.train.dev import evaluate_dev, mean_over_ranks
+from moe_asr.train.monitor import LossTotals, TrainLogger
 from moe_asr.train.schedule import build_optimizer, build_scheduler
 from moe_asr.train.trainable import set_trainable
 
@@ -335,8 +343,7 @@ def _train(
         loader.generator = torch.Generator().manual_seed(tcfg.seed * 100_003 + epoch)
         ddp_model.train()
         micro = 0
-        totals: dict[str, float] = {}
-        n_batches = 0
+        totals = LossTotals(("loss",))  # summed on the device; read once, at the epoch's end
         if tcfg.max_steps and state["step"] >= tcfg.max_steps:  # e.g. resuming a finished run
             stopped = f"reached train.max_steps={tcfg.max_steps}"
         bar = logger.progress(len(sampler), initial=state["batches_done"], desc=f"epoch {epoch}")
@@ -380,9 +387,7 @@ def _train(
                 continue
             bad_run = 0
             micro += 1
-            n_batches += 1
-            for k in ("loss", "ctc", "att", "moe_balance", "z_loss", "diversity", "label_loss"):
-                totals[k] = totals.get(k, 0.0) + float(getattr(out, k).detach())
+            totals.add(out)
             if micro < accum:
                 continue
             micro = 0
@@ -399,8 +404,9 @@ def _train(
             optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
             if state["step"] % tcfg.log_interval == 0 or state["step"] == 1:
-                logger.log_step(state["step"], out, scheduler.get_last_lr()[0], float(grad_norm))
-            bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}")
+                terms = logger.log_step(state["step"], out, scheduler.get_last_lr()[0], grad_norm)
+                if terms:
+                    bar.set_postfix(loss=f"{terms['loss']:.3f}")
             if tcfg.save_every_steps and state["step"] % tcfg.save_every_steps == 0:
                 save(last_path)
             if tcfg.max_steps and state["step"] >= tcfg.max_steps:
@@ -422,12 +428,13 @@ def _train(
         # the epoch finished, or a budget stopped it part-way: either way its weights are
         # evaluated and kept as epoch-N.pt (a partial one is replaced if a resume completes it)
         partial = bool(stopped) and state["batches_done"] < len(sampler)
-        dev = _evaluate(model, dev_loader, tokenizer, device, tcfg.bf16)
-        dev = _mean_over_ranks(dev, device)
+        dev = evaluate_dev(model, dev_loader, tokenizer, device, tcfg.bf16)
+        dev = mean_over_ranks(dev, device)
+        train_means = totals.means()
         record = {
             "epoch": epoch,
             "step": state["step"],
-            "train_loss": totals["loss"] / n_batches if n_batches else None,
+            "train_loss": train_means["loss"] if train_means else None,
             **{f"dev_{k}": v for k, v in dev.items()},
             "skipped_utts": len(skipped),
             "minutes": (time.monotonic() - started) / 60,
@@ -464,47 +471,6 @@ def _train(
         history=list(state["history"]),
         skipped_batches=state["bad_total"],
     )
-
-
-@torch.no_grad()
-def _evaluate(model, loader, tokenizer, device, bf16: bool) -> dict[str, float]:
-    """Dev loss (mean over batches) and CER of greedy CTC decoding."""
-    import jiwer
-
-    from moe_asr.decode.ctc import ctc_greedy
-
-    model.eval()
-    loss_sum, n = 0.0, 0
-    refs, hyps = [], []
-    for batch in loader:
-        if len(batch) == 0:
-            continue
-        batch = batch.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(batch.feats, batch.feat_lens, batch.tokens, batch.token_lens, None)
-            enc = out.encoder  # label-free in eval mode: the same pass a decoder would run
-            log_probs = model.ctc_log_probs(enc.out)
-        if torch.isfinite(out.loss):
-            loss_sum += float(out.loss)
-            n += 1
-        for nbest, ref_ids, rl in zip(
-            ctc_greedy(log_probs.float(), enc.lens), batch.tokens, batch.token_lens
-        ):
-            hyps.append(tokenizer.decode(nbest[0].tokens))
-            refs.append(tokenizer.decode(ref_ids[: int(rl)].tolist()))
-    model.train()
-    keep = [(r, h) for r, h in zip(refs, hyps) if r.strip()]
-    cer = jiwer.cer([r for r, _ in keep], [h for _, h in keep]) if keep else float("nan")
-    return {"loss": loss_sum / max(1, n), "cer": float(cer)}
-
-
-def _mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    if not (dist.is_available() and dist.is_initialized()):
-        return values
-    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    t /= dist.get_world_size()
-    return dict(zip(values, t.tolist()))
 
 
 def _keep_best(ckpt_dir: Path, history: list[dict], keep: int) -> None:

@@ -338,3 +338,16 @@ def test_small_inference_batches_run_every_expert_and_equal_the_sorted_dispatch(
     with torch.no_grad():
         moe(x, mask)
     assert calls == []
+
+
+def test_dynamic_int8_quantized_experts_run_on_small_batches():
+    """torch.ao dynamic quantization replaces expert Linears (no weight tensor to stack):
+    a streaming-sized inference batch then takes the sorted dispatch, close to float."""
+    torch.manual_seed(3)
+    moe = MoEFeedForward(D, FF, num_experts=4, top_k=2).eval()
+    q = torch.ao.quantization.quantize_dynamic(moe, {torch.nn.Linear}, dtype=torch.qint8)
+    x, mask = torch.randn(1, 9, D), torch.ones(1, 9, dtype=torch.bool)
+    with torch.no_grad():
+        ref, got = moe(x, mask)[0], q(x, mask)[0]
+    assert got.shape == ref.shape
+    assert (got - ref).abs().max() < 0.1 * ref.abs().max()
