@@ -41,13 +41,28 @@ def simulated_rir(
     return np.concatenate([[1.0], tail]).astype(np.float32)
 
 
+def _fast_len(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n (a fast FFT size)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            q = p35
+            while q < n:
+                q *= 2
+            best = min(best, q)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
 def reverberate(speech: np.ndarray, rir: np.ndarray) -> np.ndarray:
-    """(T,) speech convolved with (L,) ``rir`` (FFT), cut to T samples (the tail beyond the
-    end is dropped, so the direct path at sample 0 keeps the timing), float32."""
-    n = speech.size + rir.size - 1
-    size = 1 << max(0, (n - 1).bit_length())
-    spec = np.fft.rfft(speech.astype(np.float64), size) * np.fft.rfft(rir.astype(np.float64), size)
-    return np.fft.irfft(spec, size)[: speech.size].astype(np.float32)
+    """(T,) speech convolved with (L,) ``rir`` (float32 FFT), cut to T samples (the tail
+    beyond the end is dropped, so the direct path at sample 0 keeps the timing), float32."""
+    size = _fast_len(speech.size + rir.size - 1)
+    spec = np.fft.rfft(speech.astype(np.float32), size) * np.fft.rfft(rir.astype(np.float32), size)
+    return np.fft.irfft(spec, size)[: speech.size].astype(np.float32, copy=False)
 
 
 def estimate_rt60(rir: np.ndarray, sample_rate: int) -> float:
