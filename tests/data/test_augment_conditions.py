@@ -233,3 +233,13 @@ def test_babble_needs_talkers_and_types_are_checked():
         Augmenter(AugmentConfig(noise_prob=1.0, noise_types=["violet"]), SR)
     with pytest.raises(AugmentError, match="other than 'clean'"):
         Augmenter(AugmentConfig(noise_prob=1.0, noise_files=["clean=/x.wav"]), SR)
+
+
+def test_recipe_noise_config_guides_by_labels_its_augmentation_records():
+    from moe_asr.config import load_config
+
+    conf = Path(__file__).resolve().parents[2] / "egs/synth_accents/asr1/conf/moe_noise_aug.yaml"
+    cfg = load_config(conf)
+    produced = augment_label_values(cfg.data.augment)
+    assert set(cfg.model.moe.guidance.labels) <= set(produced)
+    assert "brown" not in produced["noise"] and min(cfg.data.augment.snr_range) >= 10
