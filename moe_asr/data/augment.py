@@ -107,6 +107,8 @@ def mix_noise(
 def add_reverb(wav: Tensor, rir: np.ndarray) -> Tensor:
     """(N,) ``wav`` convolved with the (L,) ``rir`` (direct path first), cut to N samples and
     scaled back to the dry signal's power; a silent result returns ``wav`` itself."""
+    if wav.numel() == 0:
+        return wav
     dry = wav.numpy()
     wet = reverberate(dry, rir)
     p_wet = float(np.mean(wet.astype(np.float64) ** 2))

@@ -223,7 +223,7 @@ class AsrDataset(Dataset):
             else None
         )
         # label names taken from the utterance's condition (augmentation or data dir)
-        produced = augment_label_values(data_cfg.augment)
+        produced = augment_label_values(data_cfg.augment) if self.label_vocab.names else {}
         self.condition_labels = [n for n in self.label_vocab.names if n in produced]
         self.skipped: list[Skipped] = []
         self.too_long: list[str] = []
