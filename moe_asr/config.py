@@ -180,10 +180,30 @@ class FeatureConfig:
 
 @dataclass(kw_only=True)
 class AugmentConfig:
+    """Training-time augmentation (see ``moe_asr.data.augment``); every draw is seeded per
+    (seed, epoch, utterance). Noise and reverberation record the applied condition as the
+    labels ``noise``, ``snr`` (bucket) and ``reverb``, which guided routing can use."""
+
     speed_perturb: list[float] = field(default_factory=list)  # e.g. [0.9, 1.0, 1.1]
+    # additive noise, with probability noise_prob, of a type drawn uniformly from the
+    # synthetic generators in noise_types (white, pink, brown, babble: other training
+    # utterances) and the user sources in noise_files: audio files, directories (searched)
+    # or Kaldi noise.scp files, each optionally TYPE=PATH (e.g. music=/data/musan/music;
+    # untyped: type "file")
     noise_files: list[str] = field(default_factory=list)
-    noise_snrs: list[float] = field(default_factory=lambda: [5.0, 10.0, 20.0])
+    noise_types: list[str] = field(default_factory=list)
+    noise_snrs: list[float] = field(default_factory=lambda: [5.0, 10.0, 20.0])  # dB, drawn
+    snr_range: list[float] = field(default_factory=list)  # [low, high] dB (e.g. [-5, 20]),
+    # uniform; replaces noise_snrs when given. SNR = active speech power / noise power.
+    snr_buckets: list[float] = field(default_factory=lambda: [0.0, 10.0])  # `snr` label edges
     noise_prob: float = 0.0
+    # reverberation (before the noise), with probability reverb_prob, by a simulated RIR
+    # (RT60 and direct-to-reverberant ratio drawn uniformly from the ranges) or, when
+    # rir_files are given (files, directories or rir.scp), by one of those
+    reverb_prob: float = 0.0
+    rt60_range: list[float] = field(default_factory=lambda: [0.2, 0.8])  # seconds
+    drr_range: list[float] = field(default_factory=lambda: [0.0, 10.0])  # dB
+    rir_files: list[str] = field(default_factory=list)
     specaug: bool = True
     freq_masks: int = 2
     freq_mask_width: int = 27
@@ -406,6 +426,7 @@ _DECODE_MODES = ("ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescor
 _LM_UNITS = ("word", "token")
 # train.trainable: the parameter sets a run may train (moe_asr.train.adapt selects them)
 TRAINABLE_SETS = ("all", "router", "router+experts")
+_SYNTH_NOISE = ("white", "pink", "brown", "babble")  # data.augment.noise_types
 
 
 class _Checker:
@@ -562,6 +583,7 @@ def _check_data(c: _Checker, cfg: Config) -> None:
         "factors must be > 0",
     )
     c.unit("data.augment.noise_prob", a.noise_prob)
+    _check_augment_conditions(c, a)
     for name in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
         c.at_least(f"data.augment.{name}", getattr(a, name), 0)
     c.rule(
@@ -587,12 +609,49 @@ def _check_data(c: _Checker, cfg: Config) -> None:
 
 def waveform_augmentation(a: AugmentConfig) -> list[str]:
     """The config keys of the waveform augmentations ``a`` turns on (speed perturbation with
-    a factor other than 1.0, noise): impossible with precomputed features."""
+    a factor other than 1.0, reverberation, noise): impossible with precomputed features."""
     on = {
         "data.augment.speed_perturb": any(f != 1.0 for f in a.speed_perturb),
         "data.augment.noise_prob": a.noise_prob > 0,
+        "data.augment.reverb_prob": a.reverb_prob > 0,
     }
     return [k for k, v in on.items() if v]
+
+
+def _check_augment_conditions(c: _Checker, a: AugmentConfig) -> None:
+    """Noise types, SNR range and buckets, reverberation ranges of ``data.augment``."""
+    bad = [t for t in a.noise_types if t not in _SYNTH_NOISE]
+    c.rule(not bad, "data.augment.noise_types", a.noise_types, f"choose from {_SYNTH_NOISE}")
+    if a.noise_prob > 0:
+        c.rule(
+            bool(a.noise_types or a.noise_files),
+            "data.augment.noise_prob",
+            a.noise_prob,
+            "> 0 needs data.augment.noise_types or data.augment.noise_files",
+        )
+        c.rule(
+            bool(a.noise_snrs or a.snr_range),
+            "data.augment.noise_snrs",
+            a.noise_snrs,
+            "empty: list SNRs in dB or give data.augment.snr_range",
+        )
+
+    def span(key: str, v: list[float], low: float, high: float) -> None:
+        ok = len(v) == 2 and low <= v[0] <= v[1] <= high
+        c.rule(ok, key, v, f"must be [low, high] with {low:g} <= low <= high <= {high:g}")
+
+    if a.snr_range:
+        span("data.augment.snr_range", a.snr_range, -100.0, 100.0)
+    edges = a.snr_buckets
+    c.rule(
+        all(x < y for x, y in zip(edges, edges[1:])),
+        "data.augment.snr_buckets",
+        edges,
+        "edges must increase",
+    )
+    c.unit("data.augment.reverb_prob", a.reverb_prob)
+    span("data.augment.rt60_range", a.rt60_range, 0.01, 3.0)
+    span("data.augment.drr_range", a.drr_range, -30.0, 30.0)
 
 
 def _check_tokenizer(c: _Checker, cfg: Config) -> None:

@@ -150,9 +150,9 @@ run_stage 6 decode "" stage6
 
 stage7() {
   for s in $test_sets; do
-    local groups=()
+    local groups=()  # every utt2<group> file, also utt2snr / utt2rt60 (WER per SNR, RT60)
     for f in "$data_root/$s"/utt2*; do
-      case "$(basename "$f")" in utt2dur | utt2snr | utt2num_frames) continue ;; esac
+      case "$(basename "$f")" in utt2dur | utt2num_frames) continue ;; esac
       groups+=(--group "$f")
     done
     for mode in $decode_modes; do

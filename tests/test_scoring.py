@@ -268,3 +268,13 @@ def test_cli_score_and_compare(tmp_path, capsys):
     assert data["overall"]["delta"] == 0.0 and data["overall"]["wer_a"] == pytest.approx(
         100 * 7 / 18
     )
+
+
+def test_numeric_groups_in_numeric_order():
+    # utt2snr of the synthetic corpus: dB values, `inf` for clean
+    snr = {"a1": "10", "a2": "-5", "b1": "5", "b2": "inf", "c1": "0", "c2": "20"}
+    r = score(REFS, HYPS, {"snr": snr}, n_boot=0)
+    assert list(r.by_group["snr"]) == ["-5", "0", "5", "10", "20", "inf"]
+    c = compare(REFS, HYPS, HYPS, {"snr": snr}, n_boot=0)
+    assert list(c.by_group["snr"]) == ["-5", "0", "5", "10", "20", "inf"]
+    assert list(_report().by_group["accent"]) == ["gb", "in", "unk", "us"]  # words: by name

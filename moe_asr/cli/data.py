@@ -12,7 +12,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         "synth",
         help="synthesize an accented, noisy English data dir with espeak-ng",
         description="Writes OUT/wav/*.wav (16 kHz, 16-bit) and a Kaldi data dir (wav.scp text "
-        "utt2spk spk2utt utt2accent utt2family utt2noise utt2snr utt2dur). Speakers and sentences are split "
+        "utt2spk spk2utt utt2accent utt2family utt2noise utt2snr utt2dur; with --reverb also "
+        "utt2reverb utt2rt60). Speakers and sentences are split "
         "into train/dev/test by a fixed hash, so --split builds never overlap; the same --seed "
         "gives byte-identical files for any --nj.",
     )
@@ -34,6 +35,13 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         "--noise", default="clean,white,pink,babble", help="clean,white,pink,brown,babble"
     )
     p.add_argument("--snrs", default="5,10,20", help="SNRs in dB for the noisy conditions")
+    p.add_argument(
+        "--reverb",
+        default="",
+        help="RT60s in seconds, e.g. 0.3,0.6,0.9: every utterance in a simulated room (RT60 "
+        "drawn from the list) before its noise; the speakers, sentences and noise stay those "
+        "of the dry corpus of the same seed (default: dry)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nj", type=int, default=1, help="worker processes")
     p.add_argument("--utts-per-speaker", type=int, default=10)
@@ -50,6 +58,7 @@ def _run_synth(args: argparse.Namespace) -> int:
     from moe_asr.synth.corpus import SynthConfig, build_corpus, select_accents
     from moe_asr.synth.espeak import EspeakServer
     from moe_asr.synth.noise import parse_noise_list, parse_snr_list
+    from moe_asr.synth.reverb import parse_rt60_list
 
     if args.list_accents:
         with EspeakServer() as server:
@@ -75,6 +84,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         ),
         noise=tuple(parse_noise_list(args.noise)),
         snrs=tuple(parse_snr_list(args.snrs)),
+        reverb=tuple(parse_rt60_list(args.reverb)) if args.reverb.strip() else (),
         seed=args.seed,
         utts_per_speaker=args.utts_per_speaker,
     )

@@ -35,7 +35,7 @@ __all__ = [
 
 # Files with a fixed meaning; any other `utt2<name>` file is a group file.
 _CORE = ("wav.scp", "text", "utt2spk", "spk2utt", "segments", "utt2dur")
-_NOT_GROUPS = {"utt2spk", "utt2dur", "utt2num_frames", "utt2snr"}
+_NOT_GROUPS = {"utt2spk", "utt2dur", "utt2num_frames", "utt2snr", "utt2rt60"}
 
 
 class DataDirError(UserError):

@@ -22,6 +22,12 @@ perturbation, each audio duration times ``1 / min(speed factor)``, the longest t
 can become; so a sampler built from them never exceeds its limit after perturbation.
 ``dataset.audio_durations`` are the plain audio durations.
 
+Labels: ``Example.labels`` holds the ids of the label vocabulary's names. The names the
+augmentation records (``noise``, ``snr``, ``reverb``; see ``build_label_vocab``) come
+from the utterance's ``Condition``: what the augmentation applied, else what the data dir
+says (``utt2noise``, ``utt2snr`` bucketed, ``utt2reverb``), else clean and dry. The other
+names come from the data dir's ``utt2<name>`` files.
+
 ``BucketBatchSampler`` (see its docstring) packs utterances of similar duration into
 batches whose *padded* cost ``max duration x batch size`` stays within a seconds limit.
 """
@@ -39,11 +45,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from moe_asr.audio import AudioError, audio_info, load_audio
-from moe_asr.config import DataConfig, waveform_augmentation
-from moe_asr.data.augment import Augmenter
+from moe_asr.config import AugmentConfig, DataConfig, waveform_augmentation
+from moe_asr.data.augment import Augmenter, Condition, augment_label_values
 from moe_asr.data.datadir import DataDir, load_datadir
 from moe_asr.data.features import FeatureError, compute_fbank
 from moe_asr.data.labels import LabelVocab
+from moe_asr.data.noise_bank import AudioRef
 from moe_asr.data.precomputed import FEATS_SCP, CacheEntryError, FeatureCache
 from moe_asr.data.sampler import BucketBatchSampler
 from moe_asr.data.tokenizer import Tokenizer
@@ -65,6 +72,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+BABBLE_POOL = 32  # training utterances whose audio makes the babble noise
 
 
 class DatasetError(UserError):
@@ -172,10 +181,19 @@ class Collator:
         )
 
 
-def build_label_vocab(datadir: str | Path | DataDir, names: list[str]) -> LabelVocab:
-    """Label vocabulary of the ``utt2<name>`` files of a (training) data dir."""
-    dd = datadir if isinstance(datadir, DataDir) else load_datadir(datadir)
-    return LabelVocab.from_tables(dd.groups, names)
+def build_label_vocab(
+    datadir: str | Path | DataDir, names: list[str], augment: AugmentConfig | None = None
+) -> LabelVocab:
+    """Label vocabulary of ``names``: the values the augmentation records (from ``augment``,
+    see ``augment_label_values``) for the names it produces, else those of the
+    ``utt2<name>`` files of a (training) data dir."""
+    produced = augment_label_values(augment) if augment is not None else {}
+    vocab = LabelVocab.from_values({n: produced[n] for n in names if n in produced})
+    from_data = [n for n in names if n not in produced]
+    if from_data:
+        dd = datadir if isinstance(datadir, DataDir) else load_datadir(datadir)
+        vocab.values.update(LabelVocab.from_tables(dd.groups, from_data).values)
+    return LabelVocab({n: vocab.values[n] for n in names})  # in the order of names
 
 
 class AsrDataset(Dataset):
@@ -212,8 +230,13 @@ class AsrDataset(Dataset):
         if data_cfg.features.precomputed:
             self.cache = self._open_cache(data_cfg, train)
         self.augmenter = (
-            Augmenter(data_cfg.augment, data_cfg.features.sample_rate) if train else None
+            Augmenter(data_cfg.augment, data_cfg.features.sample_rate, self._babble_audio())
+            if train
+            else None
         )
+        # label names taken from the utterance's condition (augmentation or data dir)
+        produced = augment_label_values(data_cfg.augment) if self.label_vocab.names else {}
+        self.condition_labels = [n for n in self.label_vocab.names if n in produced]
         self.skipped: list[Skipped] = []
         self.too_long: list[str] = []
         self._pending: list[str] = []  # skipped ids not yet returned by pop_skipped()
@@ -300,6 +323,31 @@ class AsrDataset(Dataset):
             )
         return out
 
+    def _babble_audio(self) -> list[AudioRef] | None:
+        """Up to BABBLE_POOL utterances spread over the data dir: babble noise talkers."""
+        if "babble" not in self.cfg.augment.noise_types or self.cfg.augment.noise_prob <= 0:
+            return None
+        ids = self.dd.utt_ids
+        n = min(BABBLE_POOL, len(ids))
+        picks = [ids[i * len(ids) // n] for i in range(n)]
+        out = []
+        for u in picks:
+            try:
+                path, start, end = self.dd.audio_of(u)
+            except KeyError:
+                continue
+            out.append(AudioRef(path, 0.0, start, end))
+        return out
+
+    def _data_condition(self, utt: str) -> Condition:
+        """The condition the data dir gives an utterance (clean and dry when it says none)."""
+        dd = self.dd
+        return Condition.of_data(
+            dd.groups.get("noise", {}).get(utt),
+            dd.extra.get("snr", {}).get(utt),
+            dd.groups.get("reverb", {}).get(utt),
+        )
+
     def _skip(self, s: Skipped) -> None:
         log.warning("skipping %s", s)
         self.skipped.append(s)
@@ -335,21 +383,28 @@ class AsrDataset(Dataset):
     def load(self, utt: str) -> Example:
         """Load one utterance; raises UtteranceError naming it and its audio (or dump) path."""
         rng = None
+        cond = self._data_condition(utt) if self.condition_labels else None
         if self.augmenter is not None:
             key = zlib.crc32(utt.encode("utf-8"))
             rng = np.random.default_rng([self.seed, self.epoch, key])
-        feats = self._fbank(utt, rng) if self.cache is None else self._cached(utt, rng)
+        if self.cache is None:
+            feats, cond = self._fbank(utt, rng, cond)
+        else:
+            feats = self._cached(utt, rng)
         if self.augmenter is not None:
             feats = self.augmenter.features(feats, rng)
         ids = self.tokenizer.encode(self.dd.text.get(utt, "")) if self.tokenizer else []
-        labels = {
-            name: self.label_vocab.index(name, self.dd.groups.get(name, {}).get(utt))
-            for name in self.label_vocab.names
-        }
+        values = {n: self.dd.groups.get(n, {}).get(utt) for n in self.label_vocab.names}
+        if self.condition_labels and cond is not None:
+            applied = cond.labels(self.cfg.augment.snr_buckets)
+            values.update({n: applied[n] for n in self.condition_labels})
+        labels = {name: self.label_vocab.index(name, v) for name, v in values.items()}
         return Example(utt, feats, torch.tensor(ids, dtype=torch.long), labels)
 
-    def _fbank(self, utt: str, rng: np.random.Generator | None) -> Tensor:
-        """(T, F) fbank of the (waveform-augmented) audio."""
+    def _fbank(
+        self, utt: str, rng: np.random.Generator | None, cond: Condition | None
+    ) -> tuple[Tensor, Condition | None]:
+        """(T, F) fbank of the (waveform-augmented) audio, and the condition applied."""
         path, start, end = self.dd.audio_of(utt)
         fcfg = self.cfg.features
         try:
@@ -357,13 +412,13 @@ class AsrDataset(Dataset):
         except AudioError as e:
             raise UtteranceError(utt, path, e.cause) from e
         if self.augmenter is not None:
-            wav = self.augmenter.waveform(wav, rng)
+            wav, cond = self.augmenter.apply(wav, rng, cond)
         try:
             if fcfg.dither > 0 and rng is not None:
                 with torch.random.fork_rng(devices=[]):  # reproducible dither
                     torch.manual_seed(int(rng.integers(0, 2**62)))
-                    return compute_fbank(wav, fcfg)
-            return compute_fbank(wav, fcfg)
+                    return compute_fbank(wav, fcfg), cond
+            return compute_fbank(wav, fcfg), cond
         except FeatureError as e:
             raise UtteranceError(utt, path, str(e)) from e
 

@@ -2,7 +2,10 @@
 
 Index 0 of every vocabulary is ``unk``: used for a missing label, a label unseen
 in training, label dropout, and label-free inference. The vocabulary is built
-from the training data dir's ``utt2<name>`` files and saved inside the model package.
+from the training data dir's ``utt2<name>`` files and saved inside the model package;
+the labels the training augmentation records (``AUGMENT_LABELS``: noise type, SNR bucket,
+reverberation) take their values from the config instead (``from_values``), so they are
+known before any audio is read.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from dataclasses import dataclass, field
 
 from moe_asr.errors import UserError
 
-__all__ = ["UNK_LABEL", "LabelVocab"]
+__all__ = ["UNK_LABEL", "AUGMENT_LABELS", "LabelVocab"]
 
 UNK_LABEL = "unk"
+# labels of the condition the training augmentation applied (moe_asr.data.augment)
+AUGMENT_LABELS: tuple[str, ...] = ("noise", "snr", "reverb")
 
 
 @dataclass
@@ -28,13 +33,30 @@ class LabelVocab:
         values: dict[str, list[str]] = {}
         for name in names:
             if name not in tables:
+                hint = ""
+                if name in AUGMENT_LABELS:
+                    hint = (
+                        "; or let the augmentation record it (data.augment.noise_prob > 0 "
+                        "gives noise and snr, data.augment.reverb_prob > 0 gives reverb)"
+                    )
                 raise UserError(
                     f"label {name!r} was requested for routing guidance but the training data "
-                    f"has no utt2{name} file (found: {', '.join(sorted(tables)) or 'none'})"
+                    f"has no utt2{name} file (found: {', '.join(sorted(tables)) or 'none'})" + hint
                 )
             seen = sorted({v for v in tables[name].values() if v != UNK_LABEL})
             values[name] = [UNK_LABEL, *seen]
         return cls(values)
+
+    @classmethod
+    def from_values(cls, values: dict[str, list[str]]) -> LabelVocab:
+        """Build from known values per name (e.g. derived from the config): ``unk``, then
+        the values in the given order (repeats and ``unk`` dropped)."""
+        return cls(
+            {
+                name: [UNK_LABEL, *dict.fromkeys(v for v in vals if v != UNK_LABEL)]
+                for name, vals in values.items()
+            }
+        )
 
     @property
     def names(self) -> list[str]:

@@ -22,6 +22,7 @@ from moe_asr.scoring.core import (
     bootstrap_indices,
     check_hyps,
     check_n_boot,
+    group_order,
     group_rng,
     percent_rate,
 )
@@ -178,7 +179,7 @@ def compare(
                 rng=group_rng(seed, name, v),
                 cer=cer,
             )
-            for v in sorted(idx)
+            for v in sorted(idx, key=group_order)
         }
     return CompareReport(
         name_a=names[0],

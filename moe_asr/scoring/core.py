@@ -33,6 +33,7 @@ __all__ = [
     "check_hyps",
     "check_n_boot",
     "group_rng",
+    "group_order",
     "bootstrap_indices",
     "percent_rate",
 ]
@@ -307,6 +308,16 @@ def check_hyps(refs: dict[str, str], hyps: dict[str, str], *, allow_extra: bool)
     return extra
 
 
+def group_order(value: str) -> tuple[int, float, str]:
+    """Sort key of group values: numbers numerically (``utt2snr``: -5, 0, 5, 10, inf), then
+    the other values alphabetically."""
+    try:
+        number = float(value)
+    except ValueError:
+        return (1, 0.0, value)
+    return (0, number, value) if number == number else (1, 0.0, value)
+
+
 def score(
     refs: dict[str, str],
     hyps: dict[str, str],
@@ -345,7 +356,7 @@ def score(
             value: _group_score(
                 members[value], cer=cer, n_boot=n_boot, rng=group_rng(seed, name, value)
             )
-            for value in sorted(members)
+            for value in sorted(members, key=group_order)
         }
         macro[name], worst[name], best[name], gap[name] = _summary(by_group[name])
     return ScoreReport(

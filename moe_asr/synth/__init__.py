@@ -2,7 +2,8 @@
 
 Modules: ``espeak`` (binding + fork server), ``accents`` (accent table, families, the
 default set), ``voices`` (speakers, voice check), ``text`` (sentence pool), ``noise`` (noise conditions at an
-SNR), ``corpus`` (planning and building a Kaldi data dir in parallel).
+SNR), ``reverb`` (simulated room impulse responses), ``corpus`` (planning and building a Kaldi
+data dir in parallel). ``noise`` and ``reverb`` also serve the training augmentation.
 Nothing is imported here: the espeak server imports this package and must stay lean.
 """
 

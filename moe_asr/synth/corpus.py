@@ -1,11 +1,18 @@
 """Build a Kaldi data dir of synthetic accented, noisy English speech.
 
 ``plan_corpus`` turns a ``SynthConfig`` into one self-contained ``UttPlan`` per utterance
-(speaker, sentence, noise condition, SNR, babble talkers, seeds), deterministic for the
-seed; ``build_corpus`` renders the plans in worker processes (each with its own espeak
+(speaker, sentence, noise condition, SNR, babble talkers, RT60, seeds), deterministic for
+the seed; ``build_corpus`` renders the plans in worker processes (each with its own espeak
 fork server) and writes ``wav/*.wav`` (16 kHz, 16-bit PCM) plus ``wav.scp text utt2spk
-spk2utt utt2accent utt2family utt2noise utt2snr utt2dur``. Every plan carries all it needs, so the
-files are byte-identical for a seed whatever the number of processes.
+spk2utt utt2accent utt2family utt2noise utt2snr utt2dur`` (and, for a reverberant corpus,
+``utt2reverb utt2rt60``). Every plan carries all it needs, so the files are byte-identical
+for a seed whatever the number of processes.
+
+Reverberation (``SynthConfig.reverb``: RT60s in seconds) convolves the speech with a
+simulated room impulse response (``moe_asr.synth.reverb``; RT60 drawn from the list, the
+direct-to-reverberant ratio uniformly from ``REVERB_DRR``) before the noise is mixed, and
+keeps the dry power. The RT60s are drawn from a generator of their own, so a reverberant
+corpus has the speakers, sentences and noise of the dry one with the same seed.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import json
 import math
 import multiprocessing
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +47,7 @@ from moe_asr.synth.noise import (
     parse_noise_list,
     parse_snr_list,
 )
+from moe_asr.synth.reverb import parse_rt60_list, reverberate, simulated_rir
 from moe_asr.synth.text import split_sentences
 from moe_asr.synth.voices import SPLITS, Speaker, VoiceCheck, check_voices, speakers
 
@@ -56,7 +64,9 @@ __all__ = [
 
 _DATA_FILES = (
     "wav.scp", "text", "utt2spk", "spk2utt", "utt2accent", "utt2family", "utt2noise", "utt2snr",
+    "utt2reverb", "utt2rt60",
 )  # fmt: skip
+REVERB_DRR = (0.0, 10.0)  # dB, the direct-to-reverberant ratios of reverberant utterances
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +79,7 @@ class SynthConfig:
     exclude_accents: tuple[str, ...] = ()  # removed from the selection (unseen-accent sets)
     noise: tuple[str, ...] = DEFAULT_NOISE
     snrs: tuple[float, ...] = DEFAULT_SNRS
+    reverb: tuple[float, ...] = ()  # RT60s in seconds; empty = dry
     seed: int = 0
     utts_per_speaker: int = 10
     sample_rate: int = 16000
@@ -82,6 +93,8 @@ class SynthConfig:
             raise UserError(f"--utts-per-speaker must be at least 1 (got {self.utts_per_speaker})")
         parse_noise_list(list(self.noise))
         parse_snr_list(list(self.snrs))
+        if self.reverb:
+            parse_rt60_list(list(self.reverb))
         if self.accents is not None:
             parse_accent_list(self.accents)
         if self.exclude_accents:
@@ -109,6 +122,7 @@ class UttPlan:
     snr: float | None  # None for clean
     seed: int  # espeak noise seed and noise generator seed
     babble: tuple[Talker, ...] = ()
+    rt60: float | None = None  # reverberation time in seconds; None = dry
 
 
 @dataclass
@@ -219,6 +233,10 @@ def plan_corpus(config: SynthConfig, voices: dict[str, str]) -> list[UttPlan]:
                 babble=babble,
             )
         )
+    if config.reverb:  # a generator of its own: the rest of the plan stays that of a dry corpus
+        rt60s = parse_rt60_list(list(config.reverb))
+        r = np.random.default_rng([config.seed, SPLITS.index(split), 104729])
+        plans = [replace(p, rt60=float(rt60s[int(r.integers(len(rt60s)))])) for p in plans]
     return plans
 
 
@@ -235,6 +253,8 @@ def _speak(server: EspeakServer, t: Talker, seed: int, sample_rate: int) -> np.n
 def render_utterance(server: EspeakServer, plan: UttPlan, sample_rate: int = 16000) -> np.ndarray:
     """The (T,) float32 waveform of one plan at ``sample_rate``; EspeakError on failure."""
     speech = _speak(server, plan.speech, plan.seed, sample_rate)
+    if plan.rt60 is not None:
+        speech = _reverberate(speech, plan, sample_rate)
     if plan.noise == "clean":
         return speech
     rng = np.random.default_rng(plan.seed)
@@ -247,6 +267,21 @@ def render_utterance(server: EspeakServer, plan: UttPlan, sample_rate: int = 160
         noise = colored_noise(plan.noise, speech.size, rng)
     assert plan.snr is not None
     return mix_at_snr(speech, noise, plan.snr, sample_rate)
+
+
+def _reverberate(speech: np.ndarray, plan: UttPlan, sample_rate: int) -> np.ndarray:
+    """``speech`` in a simulated room of ``plan.rt60``, at the dry power, below full scale."""
+    assert plan.rt60 is not None
+    rng = np.random.default_rng([plan.seed, 1])
+    drr = float(rng.uniform(*REVERB_DRR))
+    wet = reverberate(speech, simulated_rir(plan.rt60, sample_rate, rng, drr)).astype(np.float64)
+    p_wet = float(np.mean(wet**2))
+    if p_wet > 0:
+        wet *= np.sqrt(float(np.mean(speech.astype(np.float64) ** 2)) / p_wet)
+    peak = float(np.abs(wet).max()) if wet.size else 0.0
+    if peak > 0.99:
+        wet *= 0.99 / peak
+    return wet.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- workers
@@ -388,6 +423,9 @@ def build_corpus(
         },
         extra={"snr": {p.utt: "inf" if p.snr is None else f"{p.snr:g}" for p in ok}},
     )
+    if config.reverb:
+        dd.groups["reverb"] = {p.utt: "reverb" for p in ok}
+        dd.extra["rt60"] = {p.utt: f"{p.rt60:g}" for p in ok}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_datadir(dd, out_dir)
     failures = out_dir / "synth_failures"

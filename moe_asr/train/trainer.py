@@ -177,7 +177,7 @@ def transcript_warnings(dd, utt_ids: list[str], tokenizer) -> list[str]:
 
 def _build(setup: TrainSetup, rank: int, world: int, device: torch.device):
     from moe_asr.data.datadir import load_datadir
-    from moe_asr.data.dataset import AsrDataset, make_loader, make_sampler
+    from moe_asr.data.dataset import AsrDataset, build_label_vocab, make_loader, make_sampler
     from moe_asr.data.features import Cmvn
     from moe_asr.data.tokenizer import Tokenizer
     from moe_asr.model import build_model, guidance_labels
@@ -186,9 +186,11 @@ def _build(setup: TrainSetup, rank: int, world: int, device: torch.device):
     tokenizer = Tokenizer.load(setup.tokenizer_dir)
     train_dd = load_datadir(setup.train_data)
     guide = guidance_labels(cfg.model)
+    # adapt passes its grown vocabulary; otherwise the data's values, and those of the labels
+    # the augmentation records (noise, snr, reverb) from the config
     label_vocab = setup.label_vocab
     if label_vocab is None and guide:
-        label_vocab = LabelVocab.from_tables(train_dd.groups, guide)
+        label_vocab = build_label_vocab(train_dd, guide, cfg.data.augment)
     seed = cfg.train.seed
     train_ds = AsrDataset(train_dd, tokenizer, label_vocab, cfg.data, train=True, seed=seed)
     dev_ds = AsrDataset(setup.dev_data, tokenizer, label_vocab, cfg.data, train=False, seed=seed)

@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 from moe_asr.config import AugmentConfig, DataConfig, TokenizerConfig
-from moe_asr.data.datadir import DataDir, Segment, write_datadir
+from moe_asr.data.datadir import DataDir, Segment, load_datadir, write_datadir
 from moe_asr.data.dataset import (
     AsrDataset,
     Batch,
@@ -22,6 +22,7 @@ from moe_asr.data.dataset import (
 )
 from moe_asr.data.sampler import BatchingError, batch_cost
 from moe_asr.data.tokenizer import train_tokenizer
+from moe_asr.errors import UserError
 
 SR = 16000
 
@@ -303,3 +304,62 @@ def test_loader_resume_counts_delivered_batches_not_prefetched(datadir):
     assert [u for u, _ in got] == [u for u, _ in full]
     # the same augmentation too: seed, epoch and utterance fix every draw
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(got, full))
+
+
+# ----------------------------------------------------------------------------- condition labels
+
+
+def _noise_cfg(**kw) -> DataConfig:
+    aug = dict(noise_prob=0.5, noise_types=["white", "babble"], snr_range=[12.0, 18.0])
+    return DataConfig(augment=AugmentConfig(**{**aug, **kw}, specaug=False))
+
+
+def test_augmentation_labels_are_the_applied_condition(datadir):
+    cfg = _noise_cfg()
+    vocab = build_label_vocab(datadir, ["accent", "noise", "snr"], cfg.augment)
+    assert vocab.values["noise"] == ["unk", "clean", "white", "babble"]  # from the config
+    assert vocab.values["snr"] == ["unk", "clean", "<0", "0..10", ">=10"]
+    assert vocab.values["accent"] == ["unk", "in", "uk", "us"]  # from utt2accent
+    ds = AsrDataset(datadir, None, vocab, cfg, train=True, seed=0)
+    plain = AsrDataset(datadir, None, vocab, DataConfig(augment=AugmentConfig(specaug=False)), True)
+    seen = set()
+    for epoch, utt in ((e, u) for e in range(3) for u in ds.utt_ids):
+        ds.set_epoch(epoch)
+        ex, dry = ds[utt], plain[utt]
+        noise, snr = (vocab.value(n, ex.labels[n]) for n in ("noise", "snr"))
+        seen.add(noise)
+        assert (noise == "clean") == torch.equal(ex.feats, dry.feats), utt
+        assert snr == ("clean" if noise == "clean" else ">=10")
+        assert ex.labels["accent"] == dry.labels["accent"]
+    assert seen == {"clean", "white", "babble"}
+    # in batches, reproducibly: a fresh dataset in a worker process gives the same
+    batches = []
+    for workers in (0, 1):
+        dataset = AsrDataset(datadir, None, vocab, cfg, train=True)  # seed from the sampler
+        sampler = make_sampler(dataset, shuffle=True, seed=4)
+        sampler.set_epoch(2)
+        batches.append(list(make_loader(dataset, sampler, num_workers=workers)))
+    for a, b in zip(*batches, strict=True):
+        assert a.utt_ids == b.utt_ids and torch.equal(a.feats, b.feats)
+        assert set(a.labels) == {"accent", "noise", "snr"}
+        assert all(torch.equal(a.labels[n], b.labels[n]) for n in a.labels)
+
+
+def test_condition_labels_of_unaugmented_data_come_from_the_data_dir(tmp_path):
+    d = _write_dir(tmp_path, [0.4] * 4)
+    utts = sorted(load_datadir(d).utt_ids)
+    (d / "utt2noise").write_text(
+        "".join(f"{u} {n}\n" for u, n in zip(utts, "clean white pink pink".split()))
+    )
+    (d / "utt2snr").write_text("".join(f"{u} {s}\n" for u, s in zip(utts, ["inf", "5", "-3", "x"])))
+    cfg = _noise_cfg(noise_types=["white"])
+    vocab = build_label_vocab(d, ["noise", "snr"], cfg.augment)
+    ds = AsrDataset(d, None, vocab, cfg, train=False)  # dev/test: never augmented
+    got = [tuple(vocab.value(n, ds[u].labels[n]) for n in ("noise", "snr")) for u in utts]
+    # pink is no type of this config: unk; an SNR that is no number: unk
+    assert got == [("clean", "clean"), ("white", "0..10"), ("unk", "<0"), ("unk", "unk")]
+
+
+def test_augmentation_label_without_augmentation_or_file_is_named(datadir):
+    with pytest.raises(UserError, match="no utt2snr file .*data.augment.noise_prob > 0"):
+        build_label_vocab(datadir, ["snr"], AugmentConfig())

@@ -234,3 +234,23 @@ def test_label_probs_for_every_label_of_the_router_loss():
     # noise: groups {0, 1} clean and {2, 3} white, score = logsumexp of the group's logits
     clean, white = torch.logsumexp(torch.tensor([4.0, 0.0]), 0), torch.log(torch.tensor(2.0))
     torch.testing.assert_close(probs["noise"].probs, torch.stack([clean, white]).softmax(-1)[None])
+
+
+def test_augmentation_labels_guide_with_a_vocabulary_from_the_config():
+    # noise type and SNR bucket recorded by data.augment: no utt2noise / utt2snr needed
+    from moe_asr.config import AugmentConfig
+    from moe_asr.data.datadir import DataDir
+    from moe_asr.data.dataset import build_label_vocab
+
+    aug = AugmentConfig(noise_prob=0.8, noise_types=["white", "babble"], snr_buckets=[0.0, 10.0])
+    vocab = build_label_vocab(DataDir(), ["noise", "snr"], aug)
+    moe = MoEConfig(
+        num_experts=3,
+        guidance=GuidanceConfig(labels=["noise", "snr"], embed=True, hard_groups=True),
+    )
+    g = LabelGuidance(D, moe, [0, 1, 2, 3], 4, vocab)
+    assert g.label_groups.names == ("clean", "white", "babble")  # the group label: noise
+    routes, _ = _run(g, g.forced_routing({"noise": "white", "snr": "0..10"}))
+    assert routes[0].allowed.tolist() == [[False, True, False]] * 3  # one expert per type
+    with pytest.raises(UserError, match="unknown snr; the model knows clean, <0, 0..10, >=10"):
+        g.forced_routing({"snr": "5"})

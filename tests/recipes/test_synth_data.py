@@ -1,5 +1,6 @@
 """local/data.sh of the synthetic recipe: which `moe-asr synth` calls its options make
-(recorded by a stand-in `moe-asr` on PATH, so no audio is made), and the unseen-noise rule."""
+(recorded by a stand-in `moe-asr` on PATH, so no audio is made), the unseen-noise rule and
+the reverberant test set."""
 
 from __future__ import annotations
 
@@ -41,15 +42,17 @@ def test_default_options_make_the_three_splits_of_the_default_accents(tmp_path):
     assert calls["train"]["--num-utts"] == "200" and calls["test"]["--num-utts"] == "20"
 
 
-def test_unseen_accents_and_noise_get_their_own_test_sets(tmp_path):
+def test_unseen_accents_noise_and_rooms_get_their_own_test_sets(tmp_path):
     r, calls = _calls(
         tmp_path,
         *("--accents", "all", "--unseen-accents", "cy,fi,tr,sw"),
         *("--noise", "clean,white", "--unseen-noise", "brown,pink", "--unseen-snrs", "0,5"),
+        *("--reverb-rt60s", "0.3,0.9"),
     )
     assert r.returncode == 0, r.stderr
-    assert sorted(calls) == ["dev", "test", "test_unseen", "test_unseen_noise", "train"]
-    for name in ("train", "dev", "test", "test_unseen_noise"):  # the held-out accents removed
+    sets = ["dev", "test", "test_reverb", "test_unseen", "test_unseen_noise", "train"]
+    assert sorted(calls) == sets
+    for name in ("train", "dev", "test", "test_unseen_noise", "test_reverb"):  # held out: gone
         assert calls[name]["--accents"] == "all"
         assert calls[name]["--exclude-accents"] == "cy,fi,tr,sw"
     unseen = calls["test_unseen"]
@@ -57,7 +60,10 @@ def test_unseen_accents_and_noise_get_their_own_test_sets(tmp_path):
     assert unseen["--noise"] == "clean,white"  # only the accent is new
     noisy = calls["test_unseen_noise"]
     assert (noisy["--noise"], noisy["--snrs"]) == ("brown,pink", "0,5")
-    for name in ("test_unseen", "test_unseen_noise"):  # held-out speakers and sentences, test size
+    rooms = calls["test_reverb"]  # test's speakers and sentences, clean, in simulated rooms
+    assert (rooms["--noise"], rooms["--reverb"]) == ("clean", "0.3,0.9")
+    assert all("--reverb" not in calls[n] for n in sets if n != "test_reverb")
+    for name in ("test_unseen", "test_unseen_noise", "test_reverb"):  # test's size and split
         assert calls[name]["--split"] == "test"
         assert calls[name]["--num-utts"] == calls["test"]["--num-utts"]
         assert calls[name]["--seed"] == calls["test"]["--seed"]

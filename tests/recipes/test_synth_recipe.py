@@ -44,7 +44,7 @@ def test_every_stage_leaves_well_formed_outputs(recipe_run):
         assert {line.split()[0] for line in hyp} == set(dds[split].utt2spk)
         wer = json.loads((out / "wer.json").read_text())
         assert wer["overall"]["utts"] == len(dds[split].utt2spk)
-        for group in ("accent", "family", "noise", "spk"):
+        for group in ("accent", "family", "noise", "snr", "spk"):  # snr: utt2snr, per dB
             assert (out / f"wer_by_{group}.md").exists()
     assert "| en-us" in r.stdout and "| cy" in r.stdout  # per-accent tables printed
     for split in TEST_SETS:

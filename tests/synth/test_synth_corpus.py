@@ -174,3 +174,25 @@ def test_cli_excludes_accents_and_lists_families(tmp_path, capsys, monkeypatch):
     assert lines[0].startswith("en-us [native-english]") and lines[0].endswith("(default set)")
     assert lines[1].startswith("cy [celtic]") and "ok" in lines[1]
     assert lines[2].startswith("2 of 2 accents pass (2 families")
+
+
+def test_reverberant_corpus_is_the_dry_one_in_simulated_rooms(tmp_path):
+    cfg = SynthConfig(num_utts=40, split="test", noise=("clean", "white"), snrs=(0, 5), seed=2)
+    dry, wet = plan_corpus(cfg, VOICES), plan_corpus(replace(cfg, reverb=(0.3, 0.9)), VOICES)
+    assert [replace(p, rt60=None) for p in wet] == dry  # same speakers, sentences, noise
+    assert {p.rt60 for p in wet} == {0.3, 0.9} and all(p.rt60 is None for p in dry)
+    args = ["synth", "--num-utts", "3", "--split", "test", "--accents", "en-us"]
+    args += ["--noise", "clean", "--seed", "2", "--quiet"]
+    assert main([*args, str(tmp_path / "dry")]) == 0
+    assert main([*args, "--reverb", "0.6", str(tmp_path / "wet")]) == 0
+    a, b = load_datadir(tmp_path / "dry"), load_datadir(tmp_path / "wet")
+    assert a.text == b.text and a.utt2spk == b.utt2spk and len(b.text) == 3
+    assert "reverb" not in a.groups and "rt60" not in a.extra  # a dry corpus is unchanged
+    assert set(b.groups["reverb"].values()) == {"reverb"}
+    assert set(b.extra["rt60"].values()) == {"0.6"}
+    assert validate_datadir(tmp_path / "wet", check_audio=True) == []
+    for utt in a.utt_ids:
+        x, y = Path(a.wav_scp[utt]).read_bytes(), Path(b.wav_scp[utt]).read_bytes()
+        assert len(x) == len(y) and x != y  # same length, reverberant audio
+    with pytest.raises(UserError, match="RT60"):
+        SynthConfig(num_utts=1, reverb=(5.0,))

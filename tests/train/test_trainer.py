@@ -305,3 +305,60 @@ def test_training_step_reaches_the_label_loss_schedule(corpus, tmp_path, monkeyp
     assert main(_args(corpus, tmp_path / "exp", *sets)) == 0
     assert [s for s, _ in seen] == [0, 1, 2, 3]
     assert seen[0][1] == 0.0 and all(loss > 0 for _, loss in seen[1:])  # warm-up from 0
+
+
+def test_noise_guided_training_with_augmentation_labels_resumes_bit_exact(
+    corpus, tmp_path, monkeypatch
+):
+    """The noise/snr labels come from the augmentation (the tone corpus has no utt2noise);
+    an interrupted run resumes to the weights of the uninterrupted one."""
+    from moe_asr.model import AsrModel
+
+    sets = [
+        "data.augment.noise_prob=0.7",
+        "data.augment.noise_types=[white,babble]",
+        "data.augment.snr_range=[-5,20]",
+        "data.augment.reverb_prob=0.5",
+        "model.moe.guidance.labels=[noise,snr]",
+        "model.moe.guidance.embed=true",
+        "model.moe.guidance.router_loss_weight=0.5",
+        "model.moe.num_experts=4",
+        "train.max_steps=4",
+        "train.save_every_steps=1",
+    ]
+    args = [a for s in sets for a in ("--set", s)]
+    seen: list[dict] = []
+    forward = AsrModel.forward
+
+    def recording(self, feats, feat_lens, tokens, token_lens, labels=None, *a, **kw):
+        if self.training:
+            seen.append({k: v.clone() for k, v in (labels or {}).items()})
+            if os.environ.get("_STOP_AFTER") and len(seen) > int(os.environ["_STOP_AFTER"]):
+                raise KeyboardInterrupt
+        return forward(self, feats, feat_lens, tokens, token_lens, labels, *a, **kw)
+
+    monkeypatch.setattr(AsrModel, "forward", recording)
+    assert main(_args(corpus, tmp_path / "ref", *args)) == 0
+    vocab = json.loads((tmp_path / "ref" / "label_vocab.json").read_text())
+    assert vocab == {
+        "noise": ["unk", "clean", "white", "babble"],
+        "snr": ["unk", "clean", "<0", "0..10", ">=10"],
+    }
+    assert len(seen) == 4
+    ids = torch.cat([s["noise"] for s in seen])
+    assert set(ids.tolist()) <= {1, 2, 3} and len(set(ids.tolist())) > 1  # never unk
+    ref_labels = list(seen)
+    monkeypatch.setenv("_STOP_AFTER", "2")
+    seen.clear()
+    assert main(_args(corpus, tmp_path / "cut", *args)) == 130  # interrupted at step 3
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["state"]["step"] == 2
+    monkeypatch.delenv("_STOP_AFTER")
+    seen.clear()
+    assert main(_args(corpus, tmp_path / "cut", *args, "--resume")) == 0
+    assert len(seen) == 2  # steps 3 and 4 draw the conditions of the uninterrupted run
+    for got, want in zip(seen, ref_labels[2:], strict=True):
+        assert all(torch.equal(got[k], want[k]) for k in want)
+    a = load_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0, msg=k)

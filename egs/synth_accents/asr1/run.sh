@@ -12,6 +12,7 @@ accents=default           # accent codes, default (the 16 of make demo) or all (
 unseen_accents=""         # e.g. cy,fi,tr,sw: kept out of train/dev/test, only in data/test_unseen
 unseen_noise=""           # e.g. brown: noise types not in --noise, only in data/test_unseen_noise
 unseen_snrs="0,5"         # SNRs of the unseen-noise test set
+reverb_rt60s=""           # e.g. 0.3,0.6,0.9: RT60s (s) of data/test_reverb (clean test in rooms)
 noise="clean,white,pink,babble"  # noise conditions mixed into the audio
 snrs="10,20"              # SNRs in dB of the noisy conditions
 seed=0                    # synthesis seed
@@ -31,6 +32,10 @@ fi
 if [ -n "$unseen_noise" ]; then
   data_opts+=" --unseen-noise $unseen_noise --unseen-snrs $unseen_snrs"
   test_sets+=" test_unseen_noise"
+fi
+if [ -n "$reverb_rt60s" ]; then
+  data_opts+=" --reverb-rt60s $reverb_rt60s"
+  test_sets+=" test_reverb"
 fi
 
 exec ../../../recipes/asr.sh \

@@ -4,6 +4,8 @@
 #   --unseen-accents A,B,..  test_unseen: these accents only; none of them in train/dev/test
 #   --unseen-noise N,..      test_unseen_noise: the test accents under noise types (at
 #                            --unseen-snrs) that --noise never uses
+#   --reverb-rt60s T,..      test_reverb: the test accents, speakers and sentences, clean, in
+#                            simulated rooms of these RT60s (seconds)
 set -euo pipefail
 
 nj=2
@@ -13,6 +15,7 @@ accents=default
 unseen_accents=""
 unseen_noise=""
 unseen_snrs="0,5"
+reverb_rt60s=""
 noise="clean,white,pink,babble"
 snrs="10,20"
 seed=0
@@ -42,4 +45,8 @@ fi
 if [ -n "$unseen_noise" ]; then
   synth "$data_root/test_unseen_noise" --split test --num-utts "$held_out" --accents "$accents" \
     "${exclude[@]}" --noise "$unseen_noise" --snrs "$unseen_snrs"
+fi
+if [ -n "$reverb_rt60s" ]; then
+  synth "$data_root/test_reverb" --split test --num-utts "$held_out" --accents "$accents" \
+    "${exclude[@]}" --noise clean --reverb "$reverb_rt60s"
 fi
