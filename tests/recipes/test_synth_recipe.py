@@ -90,6 +90,26 @@ def test_collect_results_writes_every_number_as_json(recipe_run):
         assert system["report"][split]["accent"]["nmi_mean"] == report["accent"]["nmi_mean"]
 
 
+def test_worst_groups_marks_the_utterances_of_the_k_worst_accents(recipe_run):
+    tmp, _ = recipe_run
+    data, exp = tmp / "data" / "test", tmp / "exp" / "tiny_char"
+    wer_json, out = exp / f"decode_test_{MODES[0]}" / "wer.json", tmp / "utt2worst2"
+    cmd = [sys.executable, str(REPO / "tools" / "worst_groups.py"), str(wer_json)]
+    cmd += ["--ref", str(data), "--group", "accent", "--k", "2", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    values = json.loads(wer_json.read_text())["groups"]["accent"]["values"]
+    ranked = sorted((v for v in values if v != "unk"), key=lambda v: -values[v]["wer"])
+    accent = load_datadir(data).groups["accent"]
+    marks = dict(line.split() for line in out.read_text().splitlines())
+    assert marks.keys() == accent.keys()
+    # ties at the cut may pick either accent: check by WER, not by name
+    worst_wer = sorted(values[v]["wer"] for v in ranked)[-2:]
+    picked = {accent[u] for u, m in marks.items() if m == "worst"}
+    assert sorted(values[v]["wer"] for v in picked) == worst_wer
+    assert all(m == "rest" for u, m in marks.items() if accent[u] not in picked)
+
+
 def test_rerun_skips_done_stages_and_redoes_the_unfinished_one(recipe_run):
     tmp, _ = recipe_run
     exp = tmp / "exp" / "tiny_char"
