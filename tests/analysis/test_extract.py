@@ -11,12 +11,13 @@ import torch
 from moe_asr.analysis.extract import ExtractError, extract_model, select_experts
 from moe_asr.analysis.routing import RoutingData, collect_routing
 from moe_asr.cli import main
-from moe_asr.config import Config, DataConfig, DecoderConfig, FeatureConfig, ModelConfig, MoEConfig
+from moe_asr.config import Config, DataConfig, FeatureConfig, MoEConfig
 from moe_asr.data.dataset import AsrDataset, make_loader, make_sampler
 from moe_asr.data.labels import LabelVocab
 from moe_asr.data.tokenizer import TokenizerConfig, train_tokenizer
 from moe_asr.model import build_model
 from moe_asr.package import load_package, save_package
+from tests.tiny_config import tiny_model_config
 from tests.tone_corpus import make_tone_corpus
 
 TEXTS = ["abc", "bad", "cafe", "face", "head", "bead"]
@@ -26,20 +27,7 @@ ROUTED = {(0, 0): [0, 1], (0, 1): [2, 3], (1, 0): [1, 3], (1, 1): [0, 2]}
 
 def _config(ffn: str = "moe", top_k: int = 2, **guidance) -> Config:
     return Config(
-        model=ModelConfig(
-            input_dim=40,
-            d_model=16,
-            num_heads=2,
-            num_layers=2,
-            d_ff=32,
-            conv_kernel=3,
-            dropout=0.0,
-            subsampling_channels=4,
-            max_rel_pos=8,
-            ffn=ffn,
-            moe=MoEConfig(num_experts=4, top_k=top_k, **guidance),
-            decoder=DecoderConfig(num_layers=1, num_heads=2, d_ff=32, dropout=0.0),
-        ),
+        model=tiny_model_config(ffn=ffn, moe=MoEConfig(num_experts=4, top_k=top_k, **guidance)),
         data=DataConfig(features=FeatureConfig(num_mel_bins=40)),
     )
 

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from moe_asr.cli import main
-from moe_asr.config import Config, DataConfig, DecoderConfig, FeatureConfig, ModelConfig, MoEConfig
+from moe_asr.config import Config, DataConfig, FeatureConfig
 from moe_asr.data.tokenizer import TokenizerConfig, train_tokenizer
 from moe_asr.model import build_model
 from moe_asr.package import save_package
 from tests.analysis.test_analysis_report import PNG_MAGIC, parse_html, strict_json
+from tests.tiny_config import tiny_model_config
 from tests.tone_corpus import make_tone_corpus
 
 TEXTS = ["abc", "bad", "cafe", "face", "head", "bead", "dab", "fed"]
@@ -23,20 +24,7 @@ TEXTS = ["abc", "bad", "cafe", "face", "head", "bead", "dab", "fed"]
 
 def _config(ffn: str) -> Config:
     return Config(
-        model=ModelConfig(
-            input_dim=40,
-            d_model=16,
-            num_heads=2,
-            num_layers=2,
-            d_ff=32,
-            conv_kernel=3,
-            dropout=0.0,
-            subsampling_channels=4,
-            max_rel_pos=8,
-            ffn=ffn,
-            moe=MoEConfig(num_experts=4, top_k=1),
-            decoder=DecoderConfig(num_layers=1, num_heads=2, d_ff=32, dropout=0.0),
-        ),
+        model=tiny_model_config(ffn=ffn),
         data=DataConfig(features=FeatureConfig(num_mel_bins=40)),
     )
 

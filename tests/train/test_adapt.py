@@ -14,10 +14,8 @@ from moe_asr.cli import main
 from moe_asr.config import (
     Config,
     DataConfig,
-    DecoderConfig,
     FeatureConfig,
     GuidanceConfig,
-    ModelConfig,
     MoEConfig,
     TrainConfig,
 )
@@ -29,6 +27,7 @@ from moe_asr.package import load_package, save_package
 from moe_asr.train.adapt import AdaptError, AdaptSetup, adapt_model, select_minutes
 from moe_asr.train.checkpoint import load_checkpoint
 from moe_asr.train.trainable import set_trainable, trainable_names
+from tests.tiny_config import tiny_model_config
 from tests.tone_corpus import make_tone_corpus
 
 TEXTS = ["abc", "bad", "cafe", "face", "head", "bead", "deaf", "fade", "babe", "cage"]
@@ -41,19 +40,8 @@ HIER = GuidanceConfig(labels=["accent"], embed=True, group_router=True, router_l
 
 def _config(guidance: GuidanceConfig | None = None, ffn: str = "moe") -> Config:
     return Config(
-        model=ModelConfig(
-            input_dim=40,
-            d_model=16,
-            num_heads=2,
-            num_layers=2,
-            d_ff=32,
-            conv_kernel=3,
-            dropout=0.0,
-            subsampling_channels=4,
-            max_rel_pos=8,
-            ffn=ffn,
-            moe=MoEConfig(num_experts=4, top_k=1, guidance=guidance or GuidanceConfig()),
-            decoder=DecoderConfig(num_layers=1, num_heads=2, d_ff=32, dropout=0.0),
+        model=tiny_model_config(
+            ffn=ffn, moe=MoEConfig(num_experts=4, top_k=1, guidance=guidance or GuidanceConfig())
         ),
         data=DataConfig(
             features=FeatureConfig(num_mel_bins=40), max_batch_seconds=3.0, num_buckets=2

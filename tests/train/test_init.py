@@ -11,7 +11,6 @@ import torch
 
 from moe_asr.config import (
     Config,
-    DecoderConfig,
     GuidanceConfig,
     ModelConfig,
     MoEConfig,
@@ -24,6 +23,7 @@ from moe_asr.nn.moe import FeedForward, MoEFeedForward
 from moe_asr.package import save_package
 from moe_asr.train.checkpoint import atomic_save
 from moe_asr.train.init import InitError, init_from
+from tests.tiny_config import tiny_model_config
 
 F_IN = 16
 TOK = Tokenizer("char", ["<blank>", "<unk>", "a", "b", "c", "▁", "<sos/eos>"])
@@ -32,20 +32,8 @@ OTHER_TOK = Tokenizer("char", ["<blank>", "<unk>", "a", "b", "d", "▁", "<sos/e
 
 def _cfg(ffn: str = "moe", **moe_kw) -> ModelConfig:
     dec_ff = moe_kw.pop("dec_ff", 32)
-    return ModelConfig(
-        input_dim=F_IN,
-        d_model=16,
-        num_heads=2,
-        num_layers=2,
-        d_ff=32,
-        conv_kernel=3,
-        dropout=0.0,
-        subsampling_channels=4,
-        max_rel_pos=8,
-        ffn=ffn,
-        decoder=DecoderConfig(num_layers=1, num_heads=2, d_ff=dec_ff, dropout=0.0),
-        moe=MoEConfig(**{"num_experts": 3, "top_k": 2, **moe_kw}),
-    )
+    moe = MoEConfig(**{"num_experts": 3, "top_k": 2, **moe_kw})
+    return tiny_model_config(ffn=ffn, moe=moe, input_dim=F_IN, dec_ff=dec_ff)
 
 
 def _model(cfg: ModelConfig, seed: int, vocab: LabelVocab | None = None):
