@@ -168,11 +168,16 @@ stage7() {
 run_stage 7 score "" stage7
 
 stage8() {
-  local s out
+  local s out wer
   for s in $report_set; do
     out="$exp_dir/report_$s"
     done_before "$out" report && continue
-    moe-asr report --model "$exp_dir/model.pt" --data "$data_root/$s" \
+    # per-group WER beside per-group routing: the set's last decode mode, when it was scored
+    wer=()
+    if [ -f "$exp_dir/decode_${s}_${decode_modes##* }/wer.json" ]; then
+      wer=(--wer "$exp_dir/decode_${s}_${decode_modes##* }/wer.json")
+    fi
+    moe-asr report --model "$exp_dir/model.pt" --data "$data_root/$s" "${wer[@]}" \
       --max-utts "$report_max_utts" --out "$out" --overwrite --dense-ok
     if [ -d "$out" ]; then touch "$out/.done.report"; fi  # a dense model writes no report
   done
