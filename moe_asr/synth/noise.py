@@ -7,6 +7,8 @@ of other synthetic utterances (other voices and sentences), looped to the length
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from moe_asr.errors import UserError
@@ -21,6 +23,7 @@ __all__ = [
     "active_power",
     "mix_at_snr",
     "parse_noise_list",
+    "parse_number_list",
     "parse_snr_list",
 ]
 
@@ -111,8 +114,11 @@ def parse_noise_list(spec: str | list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def parse_snr_list(spec: str | list[float]) -> list[float]:
-    """``"5,10,20"`` -> [5.0, 10.0, 20.0]; UserError on a non-number."""
+def parse_number_list(
+    spec: str | list[float], what: str, example: str, bound: Callable[[float], str | None]
+) -> list[float]:
+    """``"a,b,c"`` (or a list) -> floats; UserError naming ``what`` for a non-number, for a
+    value ``bound`` objects to (its message), or for an empty list; ``example`` shows the form."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     out = []
     for s in items:
@@ -121,10 +127,21 @@ def parse_snr_list(spec: str | list[float]) -> list[float]:
         try:
             v = float(s)
         except ValueError as e:
-            raise UserError(f"SNR {s!r} is not a number (give dB values like 5,10,20)") from e
-        if not np.isfinite(v):
-            raise UserError(f"SNR {s!r} must be finite")
+            raise UserError(f"{what} {s!r} is not a number (give {example})") from e
+        problem = bound(v)
+        if problem:
+            raise UserError(f"{what} {s!r} {problem}")
         out.append(v)
     if not out:
-        raise UserError("no SNR given (give dB values like 5,10,20)")
+        raise UserError(f"no {what} given (give {example})")
     return out
+
+
+def parse_snr_list(spec: str | list[float]) -> list[float]:
+    """``"5,10,20"`` -> [5.0, 10.0, 20.0]; UserError on a non-number."""
+    return parse_number_list(
+        spec,
+        "SNR",
+        "dB values like 5,10,20",
+        lambda v: None if np.isfinite(v) else "must be finite",
+    )

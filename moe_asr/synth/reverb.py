@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from moe_asr.errors import UserError
+from moe_asr.synth.noise import parse_number_list
 
 __all__ = ["simulated_rir", "reverberate", "estimate_rt60", "parse_rt60_list"]
 
@@ -77,18 +78,9 @@ def estimate_rt60(rir: np.ndarray, sample_rate: int) -> float:
 
 def parse_rt60_list(spec: str | list[float]) -> list[float]:
     """``"0.3,0.6"`` -> [0.3, 0.6] seconds; UserError for a non-number or out of range."""
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    out = []
-    for s in items:
-        if isinstance(s, str) and not s.strip():
-            continue
-        try:
-            v = float(s)
-        except ValueError as e:
-            raise UserError(f"RT60 {s!r} is not a number (give seconds like 0.3,0.6,0.9)") from e
-        if not 0 < v <= _MAX_RT60:
-            raise UserError(f"RT60 {s!r} must be in (0, {_MAX_RT60:g}] seconds")
-        out.append(v)
-    if not out:
-        raise UserError("no RT60 given (give seconds like 0.3,0.6,0.9)")
-    return out
+    return parse_number_list(
+        spec,
+        "RT60",
+        "seconds like 0.3,0.6,0.9",
+        lambda v: None if 0 < v <= _MAX_RT60 else f"must be in (0, {_MAX_RT60:g}] seconds",
+    )
