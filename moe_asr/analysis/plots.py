@@ -38,6 +38,23 @@ def _grid(n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
+def _layer_grid(
+    n_layers: int, n_experts: int, n_rows_shown: int, extra_width: float
+) -> tuple[Figure, np.ndarray, int]:
+    """A figure with one (group x expert) panel per MoE layer: (fig, axes (R, C), C); panels
+    beyond ``n_layers`` are switched off. ``extra_width`` (inches) leaves room for a colorbar."""
+    n_rows, n_cols = _grid(n_layers)
+    cell_w = max(2.6, 0.45 * n_experts + 1.2)
+    cell_h = max(2.2, 0.28 * n_rows_shown + 1.2)
+    fig = Figure(
+        figsize=(cell_w * n_cols + extra_width, cell_h * n_rows + 0.6), layout="constrained"
+    )
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for ax in axes.flat[n_layers:]:
+        ax.set_axis_off()
+    return fig, axes, n_cols
+
+
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     FigureCanvasAgg(fig)
@@ -139,19 +156,10 @@ def plot_lift_heatmaps(
     """
     rows = _shown_rows(stats)
     layers = stats["per_layer"]
-    n_rows, n_cols = _grid(len(layers))
-    n_experts = len(layers[0]["lift"][0])
     limit = _lift_limit([stats])
-    cell_w = max(2.6, 0.45 * n_experts + 1.2)
-    cell_h = max(2.2, 0.28 * len(rows) + 1.2)
-    fig = Figure(figsize=(cell_w * n_cols + 1.4, cell_h * n_rows + 0.6), layout="constrained")
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    fig, axes, n_cols = _layer_grid(len(layers), len(layers[0]["lift"][0]), len(rows), 1.4)
     im = None
-    for i, ax in enumerate(axes.flat):
-        if i >= len(layers):
-            ax.set_axis_off()
-            continue
-        entry = layers[i]
+    for i, (ax, entry) in enumerate(zip(axes.flat, layers)):
         cells = {
             (g["group"], ex["expert"])
             for ex in (served or {}).get(entry["layer"], [])
@@ -287,18 +295,10 @@ def plot_group_heatmaps(
     labels = list(stats["labels"])
     rows = _shown_rows(stats)
     layers = stats["per_layer"]
-    n_rows, n_cols = _grid(len(layers))
     n_experts = len(layers[0][value][0])
-    cell_w = max(2.6, 0.45 * n_experts + 1.2)
-    cell_h = max(2.2, 0.28 * len(rows) + 1.2)
-    fig = Figure(figsize=(cell_w * n_cols + 1.2, cell_h * n_rows + 0.6), layout="constrained")
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    fig, axes, n_cols = _layer_grid(len(layers), n_experts, len(rows), 1.2)
     im = None
-    for i, ax in enumerate(axes.flat):
-        if i >= len(layers):
-            ax.set_axis_off()
-            continue
-        entry = layers[i]
+    for i, (ax, entry) in enumerate(zip(axes.flat, layers)):
         mat = _none_to_nan([v for r in rows for v in entry[value][r]]).reshape(len(rows), -1)
         im = ax.imshow(mat, aspect="auto", vmin=0.0, vmax=1.0, cmap="viridis")
         ax.set_title(f"layer {entry['layer']}  NMI {entry['nmi'] or 0:.3f}", fontsize=9)
