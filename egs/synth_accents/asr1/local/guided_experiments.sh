@@ -4,6 +4,9 @@
 # test_unseen label-free, known-accent decoding (--force-from-data accent) for guided systems,
 # scoring and the expert report; at the end the tables and results/guided.json.
 #   local/guided_experiments.sh moe_hier:0 moe:0 dense:0 moe_hier:1 moe:1 dense:1
+# CONFIG:SEED@FROM continues FROM's model of the same seed (`train --init`, upcycling) for
+# CONT_STEPS more updates (default 1000) at peak learning rate CONT_LR (default 0.001):
+#   local/guided_experiments.sh moe@moe:0 moe_est@moe:0   # unguided vs guided continuation
 # A finished system is skipped on a rerun (the recipe's .done markers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,20 +16,32 @@ data=data_g
 exp=exp_g
 modes="ctc_greedy ctc_prefix_beam+lm attention_rescoring+lm"
 common=(--data-root "$data" --exp-root "$exp" --train-utts 6000 --unseen-accents sv,ro,cs,tr)
-[ $# -gt 0 ] || { echo "usage: $0 CONFIG[:SEED] ...  (CONFIG: a conf/*.yaml name)" >&2; exit 1; }
+cont_steps=${CONT_STEPS:-1000}
+cont_lr=${CONT_LR:-0.001}
+[ $# -gt 0 ] || { echo "usage: $0 CONFIG[@FROM][:SEED] ...  (CONFIG, FROM: conf/*.yaml names)" >&2; exit 1; }
 
 ./run.sh --stage 0 --stop-stage 3 "${common[@]}"
 tags=()
 for spec in "$@"; do
-  conf=${spec%%:*}
+  name=${spec%%:*}
   seed=0
-  [ "$spec" = "$conf" ] || seed=${spec#*:}
-  tag="${conf}_char"
-  [ "$seed" = 0 ] || tag="${conf}_char_s$seed"
+  [ "$spec" = "$name" ] || seed=${spec#*:}
+  conf=${name%%@*}
+  suffix=""
+  [ "$seed" = 0 ] || suffix="_s$seed"
+  tag="${conf}_char$suffix"
+  train_args="--set train.seed=$seed"
+  if [ "$name" != "$conf" ]; then  # a continuation of FROM's model (same seed)
+    from=${name#*@}
+    init="$exp/${from}_char$suffix/model.pt"
+    [ -f "$init" ] || { echo "$spec: no $init (train $from:$seed first)" >&2; exit 1; }
+    tag="${conf}_from_${from}_char$suffix"
+    train_args+=" --init $init --set train.max_steps=$cont_steps --set train.lr=$cont_lr"
+  fi
   tags+=("$exp/$tag")
   echo "=== $tag: $(date '+%F %T')"
   ./run.sh --stage 4 --stop-stage 8 "${common[@]}" --train-config "conf/$conf.yaml" \
-    --tag "$tag" --train-args "--set train.seed=$seed" --decode-modes "$modes" \
+    --tag "$tag" --train-args "$train_args" --decode-modes "$modes" \
     --decode-args "--threads 2" --report-set all
   if grep -q "guidance:" "conf/$conf.yaml"; then  # the known-accent case beside label-free
     out="$exp/$tag/decode_test_ctc_prefix_beam+lm_known_accent"
