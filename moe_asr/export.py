@@ -72,11 +72,16 @@ def _export_moe_forward(moe: nn.Module, x: Tensor, mask: Tensor, routing=None):
     if routing is not None and (routing.allowed is not None or routing.disabled):
         raise ExportError(
             "export supports label-free routing without expert groups only; a model with "
-            "model.moe.guidance.group_router routes through label groups even label-free"
+            "model.moe.guidance.group_router routes through label groups even label-free (cut "
+            "it to one group with moe-asr extract --group-of, which exports)"
         )
     logits = moe.router(router_in).float()  # (N, E)
-    probs = logits.softmax(-1)
-    topw, topi = probs.topk(moe.top_k, dim=-1)  # (N, k)
+    if moe.fixed_group:  # a group-routed layer cut to one group (extract --group-of)
+        allowed = torch.arange(moe.num_experts, device=x.device) < moe.fixed_group  # (E,)
+        probs, topw, topi = moe._group_plus_free(logits, allowed, moe.fixed_free)  # own method
+    else:
+        probs = logits.softmax(-1)
+        topw, topi = probs.topk(moe.top_k, dim=-1)  # (N, k)
     if moe.top_k > 1:
         topw = topw / topw.sum(-1, keepdim=True).clamp_min(1e-9)
     y = torch.zeros_like(xr)

@@ -141,9 +141,9 @@ class AsrModel(nn.Module):
         self.moe_layers = model_moe_layers(cfg)
         moe_set = set(self.moe_layers)
         # the encoder builds ff1 then ff2 of each layer, layers in order: the order of the list
-        sizes = iter(moe.ffn_experts)
+        sizes, fixed = iter(moe.ffn_experts), iter(moe.ffn_fixed_group)
 
-        def make_moe(d_ff: int, dropout: float, num_experts: int) -> MoEFeedForward:
+        def make_moe(d_ff: int, dropout: float, num_experts: int, group: int = 0) -> MoEFeedForward:
             return MoEFeedForward(
                 cfg.d_model,
                 d_ff,
@@ -154,12 +154,15 @@ class AsrModel(nn.Module):
                 noisy_gate_std=moe.noisy_gate_std,
                 num_shared_experts=moe.num_shared_experts,
                 probe_diversity=moe.output_diversity_weight > 0,
+                fixed_group=group,
+                fixed_free=moe.fixed_group_free if group else 0,
             )
 
         def make_ffn(i: int) -> nn.Module:
             if i not in moe_set:
                 return FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
-            return make_moe(moe.expert_d_ff or cfg.d_ff, cfg.dropout, next(sizes, moe.num_experts))
+            d_ff = moe.expert_d_ff or cfg.d_ff
+            return make_moe(d_ff, cfg.dropout, next(sizes, moe.num_experts), next(fixed, 0))
 
         self.register_buffer("cmvn_mean", torch.zeros(cfg.input_dim))
         self.register_buffer("cmvn_std", torch.ones(cfg.input_dim))
@@ -535,7 +538,34 @@ def _check_config(cfg: ModelConfig, vocab_size: int) -> None:
                 "(model.moe.guidance.hard_groups, router_loss_weight): the groups need "
                 "num_experts in every MoE feed-forward"
             )
+    if cfg.ffn == "moe" and moe.ffn_fixed_group:
+        _check_fixed_groups(cfg)
     # label guidance is checked by LabelGuidance, which knows the label vocabulary
+
+
+def _check_fixed_groups(cfg: ModelConfig) -> None:
+    """model.moe.ffn_fixed_group (written by extract --group-of) against the feed-forwards."""
+    moe = cfg.moe
+    n_ffns = 2 * len(moe_layer_indices(moe.layers, cfg.num_layers))
+    sizes = list(moe.ffn_experts) or [moe.num_experts] * n_ffns
+    need, free = moe.top_k - moe.fixed_group_free, moe.fixed_group_free
+    if len(moe.ffn_fixed_group) != n_ffns or not all(
+        g == 0 or need <= g <= e for g, e in zip(moe.ffn_fixed_group, sizes, strict=True)
+    ):
+        raise ConfigError(
+            f"model.moe.ffn_fixed_group={moe.ffn_fixed_group}: need {n_ffns} counts (two per MoE "
+            f"layer), each 0 or in top_k - fixed_group_free = {need}..the feed-forward's experts"
+        )
+    if any(moe.ffn_fixed_group) and not 0 < free < moe.top_k:
+        raise ConfigError(
+            f"model.moe.fixed_group_free={free} must be in 1..top_k-1 (top_k={moe.top_k}) "
+            "where model.moe.ffn_fixed_group has a group"
+        )
+    if moe.guidance.labels and (moe.guidance.group_router or moe.guidance.hard_groups):
+        raise ConfigError(
+            "model.moe.ffn_fixed_group cannot be combined with label groups "
+            "(model.moe.guidance.group_router, hard_groups): a fixed group is one already chosen"
+        )
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | None) -> AsrModel:

@@ -342,6 +342,23 @@ def test_ffn_experts_sets_the_experts_of_each_moe_feedforward():
         build_model(_cfg(ffn_experts=[3, 2, 2, 3], guidance=guided), V, VOCAB)
 
 
+def test_ffn_fixed_group_builds_fixed_group_layers_and_is_checked():
+    cfg = _cfg(ffn_experts=[3, 3, 2, 3], ffn_fixed_group=[0, 2, 0, 1], fixed_group_free=1)
+    model = build_model(cfg, V, None)
+    ffns = [m for m in model.modules() if isinstance(m, MoEFeedForward)]
+    assert [(m.fixed_group, m.fixed_free) for m in ffns] == [(0, 0), (2, 1), (0, 0), (1, 1)]
+    for bad in (
+        {"ffn_fixed_group": [0, 2, 0], "fixed_group_free": 1},  # one count per feed-forward
+        {"ffn_fixed_group": [0, 4, 0, 0], "fixed_group_free": 1},  # more than its experts
+        {"ffn_fixed_group": [0, 2, 0, 0], "fixed_group_free": 0},  # no free choice
+    ):
+        with pytest.raises(ConfigError, match="ffn_fixed_group|fixed_group_free"):
+            build_model(_cfg(ffn_experts=[3, 3, 2, 3], **bad), V, None)
+    hier = GuidanceConfig(labels=["accent"], group_router=True, router_loss_weight=0.3)
+    with pytest.raises(ConfigError, match="cannot be combined with label groups"):
+        build_model(_cfg(ffn_fixed_group=[0, 2, 0, 0], fixed_group_free=1, guidance=hier), V, VOCAB)
+
+
 def _dec_moe_cfg(**moe_kw) -> ModelConfig:
     cfg = _cfg(ffn="dense", **moe_kw)
     cfg.decoder = DecoderConfig(num_layers=2, num_heads=2, d_ff=32, dropout=0.0, ffn="moe")

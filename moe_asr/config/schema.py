@@ -89,6 +89,12 @@ class MoEConfig:
     # experts of each MoE feed-forward in encoder order (ff1, ff2 of every MoE layer), for
     # models cut down by `moe-asr extract`; empty = num_experts in every one
     ffn_experts: list[int] = field(default_factory=list)
+    # per MoE feed-forward (as ffn_experts), written by `moe-asr extract --group-of` for a
+    # group-routed layer cut to one group: its first N experts are that group's, the first
+    # top_k - fixed_group_free choices are made among them, the last fixed_group_free among
+    # the other experts (the free path); 0 or empty = plain top-k over all experts
+    ffn_fixed_group: list[int] = field(default_factory=list)
+    fixed_group_free: int = 0
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
 
 

@@ -145,6 +145,7 @@ def _check_model(c: _Checker, cfg: Config) -> None:
     c.at_least("model.moe.capacity_factor", e.capacity_factor, 0)
     c.at_least("model.moe.noisy_gate_std", e.noisy_gate_std, 0)
     c.at_least("model.moe.num_shared_experts", e.num_shared_experts, 0)
+    c.at_least("model.moe.fixed_group_free", e.fixed_group_free, 0)
     for name in ("balance_weight", "z_loss_weight", "importance_cv_weight"):
         c.at_least(f"model.moe.{name}", getattr(e, name), 0)
     c.at_least("model.moe.output_diversity_weight", e.output_diversity_weight, 0)

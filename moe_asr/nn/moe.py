@@ -115,6 +115,10 @@ class MoEFeedForward(nn.Module):
     the N real frames; first choices take precedence over second choices, then frame
     order; an overflowing assignment contributes nothing (the frame passes through the
     residual). ``capacity_factor`` = 0 is dropless.
+
+    ``fixed_group`` > 0 (a group-routed layer cut to one group by ``moe-asr extract``): the
+    first ``top_k - fixed_free`` choices are made among experts ``0..fixed_group-1``, the last
+    ``fixed_free`` among the remaining experts, as ``MoERouting(allowed, free)`` routes.
     """
 
     def __init__(
@@ -129,10 +133,15 @@ class MoEFeedForward(nn.Module):
         noisy_gate_std: float = 0.0,
         num_shared_experts: int = 0,
         probe_diversity: bool = False,
+        fixed_group: int = 0,
+        fixed_free: int = 0,
     ) -> None:
         super().__init__()
         if not 1 <= top_k <= num_experts:
             raise ValueError(f"top_k={top_k} must be between 1 and num_experts={num_experts}")
+        _check_fixed_group(fixed_group, fixed_free, num_experts, top_k)
+        self.fixed_group = fixed_group
+        self.fixed_free = fixed_free
         self.num_experts = num_experts
         self.top_k = top_k
         self.capacity_factor = capacity_factor
@@ -168,14 +177,17 @@ class MoEFeedForward(nn.Module):
             off = torch.zeros(self.num_experts, dtype=torch.bool, device=x.device)
             off[list(routing.disabled)] = True
             sel = sel.masked_fill(off, float("-inf"))
-        free = routing.free if routing is not None and routing.allowed is not None else 0
+        allowed, free = None, 0
+        if routing is not None and routing.allowed is not None:
+            allowed, free = self._allowed_rows(routing, utt, real, t), routing.free  # (N, E)
+        elif self.fixed_group:
+            allowed = torch.arange(self.num_experts, device=x.device) < self.fixed_group  # (E,)
+            free = self.fixed_free
         if free:
-            probs, topw, topi = self._group_plus_free(
-                sel, self._allowed_rows(routing, utt, real, t), free
-            )
+            probs, topw, topi = self._group_plus_free(sel, allowed, free)
         else:
-            if routing is not None and routing.allowed is not None:
-                sel = sel.masked_fill(~self._allowed_rows(routing, utt, real, t), float("-inf"))
+            if allowed is not None:
+                sel = sel.masked_fill(~allowed, float("-inf"))
             probs = sel.softmax(-1)  # (N, E)
             topw, topi = probs.topk(self.top_k, dim=-1)  # (N, k)
         if self.top_k > 1:
@@ -213,7 +225,7 @@ class MoEFeedForward(nn.Module):
         return out, stats
 
     @torch.no_grad()
-    def keep_experts(self, keep: list[int]) -> None:
+    def keep_experts(self, keep: list[int], *, fixed_group: int = 0, fixed_free: int = 0) -> None:
         """Drop every routed expert not in ``keep`` and its router row, in place.
 
         The kept experts become 0..len(keep)-1 in the order given; shared experts stay.
@@ -221,11 +233,20 @@ class MoEFeedForward(nn.Module):
         (the renormalised weights keep their ratios, dropless routing); for k = 1 the
         weight, a probability of the softmax now over fewer experts, becomes p_e divided by
         the probability mass of the kept experts at that frame.
+
+        ``fixed_group``/``fixed_free`` (see the class): the first ``fixed_group`` of ``keep``
+        become a fixed group. Keeping a group's experts first this way, the layer routes as
+        the full one did with ``MoERouting(allowed=that group, free=fixed_free)`` on every
+        frame whose free choices are kept (k >= 2: exactly); without free choices, keeping
+        only the group (``fixed_group`` 0) routes as the full one restricted to it, any k.
         """
         if len(set(keep)) != len(keep) or not all(0 <= e < self.num_experts for e in keep):
             raise ValueError(f"keep={keep}: distinct experts in 0..{self.num_experts - 1}")
         if len(keep) < self.top_k:
             raise ValueError(f"keep={keep}: fewer than top_k={self.top_k} experts")
+        if self.fixed_group:
+            raise ValueError("keep_experts on a layer with a fixed group: cut the full layer")
+        _check_fixed_group(fixed_group, fixed_free, len(keep), self.top_k)
         old = self.router.weight  # (E, D)
         self.router = nn.Linear(
             old.shape[1], len(keep), bias=False, device=old.device, dtype=old.dtype
@@ -233,6 +254,7 @@ class MoEFeedForward(nn.Module):
         self.router.weight.copy_(old[keep])  # (E', D)
         self.experts = nn.ModuleList(self.experts[e] for e in keep)
         self.num_experts = len(keep)
+        self.fixed_group, self.fixed_free = fixed_group, fixed_free
 
     @staticmethod
     def _allowed_rows(routing: MoERouting, utt: Tensor, real: Tensor, t: int) -> Tensor:
@@ -246,7 +268,7 @@ class MoEFeedForward(nn.Module):
     def _group_plus_free(
         self, sel: Tensor, allowed: Tensor, free: int
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """sel: (N, E) logits, allowed: (N, E) -> probs (N, E), weights and indices (N, k):
+        """sel: (N, E) logits, allowed: (N, E) or (E,) -> probs (N, E), weights, indices (N, k):
         the first k - free choices inside ``allowed``, the last ``free`` among the rest."""
         group = sel.masked_fill(~allowed, float("-inf")).topk(self.top_k - free, dim=-1).indices
         rest = sel.scatter(-1, group, float("-inf")).topk(free, dim=-1).indices
@@ -324,6 +346,18 @@ class MoEFeedForward(nn.Module):
         frames = torch.arange(x.shape[0], device=x.device)
         picked = y_all[idx.t(), frames]  # (k, N, D)
         return (picked * weight.t().unsqueeze(-1)).sum(0)
+
+
+def _check_fixed_group(group: int, free: int, num_experts: int, top_k: int) -> None:
+    """ValueError unless ``group`` and ``free`` are 0 (no fixed group) or a fixed group of
+    top_k - free .. num_experts experts with 1..top_k-1 free choices."""
+    if group == 0 and free == 0:
+        return
+    if not (0 < free < top_k and top_k - free <= group <= num_experts):
+        raise ValueError(
+            f"fixed_group={group}, fixed_free={free}: need 0 < fixed_free < top_k={top_k} "
+            f"and top_k - fixed_free <= fixed_group <= num_experts={num_experts}"
+        )
 
 
 def _unflatten(values: Tensor, real: Tensor, b: int, t: int) -> Tensor:

@@ -297,6 +297,35 @@ def test_free_choice_beside_the_group_choice():
     assert torch.equal(sa.topk_idx, sb.topk_idx)
 
 
+@pytest.mark.parametrize("free", [1, 2])
+def test_fixed_group_routes_as_the_group_restriction_of_the_full_layer(free):
+    """Keeping a group's experts first (a fixed group) and some others: the cut layer routes as
+    the full one restricted to the group with ``free`` free choices, wherever those are kept."""
+    torch.manual_seed(8)
+    moe = MoEFeedForward(D, FF, num_experts=6, top_k=3, num_shared_experts=1).eval()
+    x = torch.randn(3, 30, D)
+    mask = _mask([30, 22, 9], 30)
+    group = torch.tensor([False, False, True, True, True, False])  # experts 2, 3, 4
+    with torch.no_grad():
+        y_full, s_full = moe(x, mask, MoERouting(allowed=group[None].expand(3, 6), free=free))
+        keep = [2, 3, 4, 5, 0]  # the group first, then two of the others (expert 1 dropped)
+        moe.keep_experts(keep, fixed_group=3, fixed_free=free)
+        y, s = moe(x, mask)
+    assert (moe.fixed_group, moe.fixed_free) == (3, free)
+    kept = torch.isin(s_full.topk_idx, torch.tensor(keep)).all(-1) & mask  # (B, T)
+    assert 0 < int(kept.sum()) < int(mask.sum())
+    remap = torch.tensor([4, -1, 0, 1, 2, 3])
+    assert torch.equal(s.topk_idx[kept], remap[s_full.topk_idx[kept]])
+    assert (s.topk_idx[..., : 3 - free][mask] < 3).all()  # the group choices stay in the group
+    torch.testing.assert_close(y[kept], y_full[kept], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="fixed_group"):
+        MoEFeedForward(D, FF, num_experts=4, top_k=2, fixed_group=2, fixed_free=2)
+    with pytest.raises(ValueError, match="fixed_group"):
+        MoEFeedForward(D, FF, num_experts=4, top_k=3, fixed_group=1, fixed_free=1)
+    with pytest.raises(ValueError, match="cut the full layer"):
+        moe.keep_experts([0, 1, 2])
+
+
 @pytest.mark.parametrize("top_k", [1, 2])
 def test_small_inference_batches_run_every_expert_and_equal_the_sorted_dispatch(top_k, monkeypatch):
     import moe_asr.nn.moe as moe_mod
