@@ -148,17 +148,29 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "extract",
         help="a smaller model for one accent (or label group): keep the experts it uses",
-        description="Route the utterances of DATA whose utt2<NAME> value is one of V1,V2 "
-        "(label-free, as in decoding), keep per MoE feed-forward the fewest experts that "
-        "receive >= --coverage of their top-k assignments (at least top_k), drop the other "
-        "experts and their router rows, and write a normal self-contained package (what was "
-        "kept is in its meta). Prints parameters and file size before and after.",
+        description="--accent/--label: route the utterances of DATA whose utt2<NAME> value is "
+        "one of V1,V2 (label-free, as in decoding), keep per MoE feed-forward the fewest "
+        "experts that receive >= --coverage of their top-k assignments (at least top_k), drop "
+        "the other experts and their router rows. --group-of VALUE (models that route within "
+        "expert groups of a label: group_router or hard_groups): route DATA's utterances of "
+        "VALUE's group (its family) with VALUE forced; the layers the group restricts keep "
+        "exactly its experts (plus, with free_experts, those taking >= --coverage of the free "
+        "choices), the others keep experts by --coverage; the group routers go, and the new "
+        "model routes as the full one with --force NAME=VALUE. Both write a normal "
+        "self-contained package (what was kept is in its meta) and print parameters and file "
+        "size before and after.",
     )
     p.add_argument("--model", required=True, help="EXP/model.pt (an MoE package)")
     p.add_argument("--data", required=True, help="Kaldi data dir with the utt2<NAME> file")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--label", metavar="NAME=V1[,V2]", help="e.g. accent=fr,es or noise=clean")
     which.add_argument("--accent", metavar="V1[,V2]", help="the same as --label accent=V1[,V2]")
+    which.add_argument(
+        "--group-of",
+        metavar="VALUE",
+        help="keep the expert group of VALUE (a value of the model's group label, e.g. fr, "
+        "or a family name of model.moe.guidance.groups) in a group-routed model",
+    )
     p.add_argument("--coverage", type=float, default=0.95, help="in (0, 1]; default 0.95")
     p.add_argument("--max-utts", type=int, default=None, help="route at most N utterances")
     p.add_argument("--out", required=True, help="the new package, e.g. exp/moe/model_fr.pt")
@@ -168,28 +180,36 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_extract(args: argparse.Namespace) -> int:
-    from moe_asr.analysis.extract import ExtractError, extract_model
+    from moe_asr.analysis.extract import ExtractError, extract_group, extract_model
 
-    spec = f"accent={args.accent}" if args.accent is not None else args.label
-    name, sep, raw = spec.partition("=")
-    values = [v.strip() for v in raw.split(",") if v.strip()]
-    if not sep or not name.strip() or not values:
-        raise ExtractError(f"--label {spec!r}: expected NAME=V1[,V2], e.g. accent=fr,es")
-    r = extract_model(
-        args.model,
-        args.data,
-        label=name.strip(),
-        values=values,
-        coverage=args.coverage,
-        out=args.out,
-        overwrite=args.overwrite,
-        max_utts=args.max_utts,
-        progress=not args.no_progress,
-    )
+    common = {
+        "coverage": args.coverage,
+        "out": args.out,
+        "overwrite": args.overwrite,
+        "max_utts": args.max_utts,
+        "progress": not args.no_progress,
+    }
+    if args.group_of is not None:
+        value = args.group_of.strip()
+        if not value or "," in value or "=" in value:
+            raise ExtractError(f"--group-of {args.group_of!r}: expected one value, e.g. fr")
+        r = extract_group(args.model, args.data, value=value, **common)
+        what = f"{r.label} group {r.group} ({', '.join(r.values)}), forced {r.forced},"
+    else:
+        spec = f"accent={args.accent}" if args.accent is not None else args.label
+        name, sep, raw = spec.partition("=")
+        values = [v.strip() for v in raw.split(",") if v.strip()]
+        if not sep or not name.strip() or not values:
+            raise ExtractError(f"--label {spec!r}: expected NAME=V1[,V2], e.g. accent=fr,es")
+        r = extract_model(args.model, args.data, label=name.strip(), values=values, **common)
+        what = f"{r.label}={','.join(r.values)}"
     kept = ", ".join(
         f"{f['layer']}{'ab'[f['half']]} {len(f['kept'])}/{f['experts']}" for f in r.ffns
     )
-    print(f"{r.path}: {r.label}={','.join(r.values)} from {r.utts} utterances; experts kept {kept}")
+    print(f"{r.path}: {what} from {r.utts} utterances; experts kept {kept}")
+    if r.group_layers:
+        layers = ", ".join(map(str, r.group_layers))
+        print(f"routing within group {r.group} (no group router) in layers {layers}")
     print(
         f"parameters {r.params_before:,} -> {r.params_after:,} "
         f"({100 * r.params_after / r.params_before:.1f}%); file {r.bytes_before / 1e6:.2f} MB "

@@ -74,6 +74,16 @@ class LabelGroups:
     def num_groups(self) -> int:
         return len(self.names)
 
+    def group_of(self, value: str) -> int | None:
+        """Group id of a label value, else of a group name (a family); None if neither."""
+        if value in self.values[1:]:
+            return self.value_group[self.values.index(value)]
+        return self.names.index(value) if value in self.names else None
+
+    def group_values(self, group: int) -> list[str]:
+        """The label values of group ``group``, in vocabulary order."""
+        return [v for v, g in zip(self.values, self.value_group, strict=True) if g == group]
+
     def group_ids(self, ids: Tensor) -> Tensor:
         """(...,) value ids -> (...,) group ids, -1 for unk."""
         table = torch.tensor(self.value_group, dtype=torch.long, device=ids.device)

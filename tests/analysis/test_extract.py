@@ -274,7 +274,7 @@ def test_bad_input_gives_one_line_errors(setup, capsys, tmp_path):
     assert load_package(tmp_path / "o.pt").config.model.moe.ffn_experts == [2, 2, 2, 2]
 
 
-def test_hard_group_models_are_refused(setup, tmp_path):
+def test_hard_group_models_are_cut_by_group_not_coverage(setup, tmp_path):
     from moe_asr.config import GuidanceConfig
 
     cfg = _config(guidance=GuidanceConfig(labels=["accent"], hard_groups=True))
@@ -287,7 +287,7 @@ def test_hard_group_models_are_refused(setup, tmp_path):
         tokenizer_bytes=tok.to_bytes(),
         label_vocab=vocab,
     )
-    with pytest.raises(ExtractError, match="hard expert groups"):
+    with pytest.raises(ExtractError, match=r"guidance\.hard_groups.*--group-of VALUE"):
         extract_model(
             path, setup["data"], label="accent", values=["x"], coverage=0.9, out=tmp_path / "o.pt"
         )

@@ -39,6 +39,17 @@ def test_families_join_values_and_unlisted_values_are_their_own_group():
     ]
     with pytest.raises(ConfigError, match="num_experts >= values.*families"):
         LabelGroups.build("accent", ACCENTS, FAMILIES, 3)
+    # a value finds its family, a family name itself; the values of a group in vocab order
+    assert [g.group_of(v) for v in ("fr", "romance", "de", "vi", "xx", "unk", "z")] == [
+        2,
+        2,
+        0,
+        3,
+        None,
+        None,
+        None,
+    ]
+    assert g.group_values(1) == ["en-gb", "en-us"] and g.group_values(0) == ["de"]
 
 
 def test_group_scores_and_loss_closed_form():

@@ -40,6 +40,9 @@ SKIP = {
     "(tests/train/test_adapt.py runs adapt on tiny models)",
     "moe-asr decode --model exp/moe_guided/model_pt.pt": "decodes the package of the skipped "
     "adapt command",
+    "moe-asr extract --model exp/moe_hier_shared_char": "needs a model trained with "
+    "moe_hier_shared.yaml "
+    "(tests/analysis/test_extract_group.py runs --group-of on tiny group-routed models)",
 }
 # a python block containing this text -> why it does not run here
 SKIP_PYTHON = {
