@@ -16,6 +16,9 @@ Streaming (``model.streaming``, ``moe_asr.nn.streaming``): in training each batc
 chunk size (or full context); ``encode(..., chunk_frames=c, left_chunks=k)`` applies the
 chunk mask at inference, and ``init_stream``/``encode_chunk`` encode chunk by chunk with
 caches, which equals ``encode`` under the same chunk mask.
+
+Which layers are MoE and the config checks live in ``moe_asr.model_spec``, parameter
+counts in ``moe_asr.model_params``; their public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -26,9 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from moe_asr.config import ConfigError, ModelConfig
+from moe_asr.config import ModelConfig
 from moe_asr.data.labels import LabelVocab
 from moe_asr.errors import UserError
+from moe_asr.model_params import ParamRow, parameter_summary
+from moe_asr.model_spec import (
+    check_model_config,
+    guidance_labels,
+    model_moe_layers,
+    moe_layer_indices,
+)
 from moe_asr.nn.conformer import ConformerEncoder, lengths_to_mask
 from moe_asr.nn.decoder import TransformerDecoder
 from moe_asr.nn.guidance import LabelGuidance
@@ -41,12 +51,7 @@ from moe_asr.nn.moe import (
     router_z_loss,
 )
 from moe_asr.nn.routing import LabelProbs, RoutingOptions
-from moe_asr.nn.streaming import (
-    EncoderCache,
-    check_streaming_config,
-    draw_chunk,
-    history_frames,
-)
+from moe_asr.nn.streaming import EncoderCache, draw_chunk, history_frames
 
 __all__ = [
     "RoutingOptions",
@@ -92,47 +97,12 @@ class ModelOutput:
     encoder: EncoderOutput  # what the losses were computed on (e.g. for dev CER: no 2nd pass)
 
 
-def moe_layer_indices(spec: str, num_layers: int) -> list[int]:
-    """``all`` | ``every_other`` (1, 3, 5, ...) | comma-separated 0-based indices."""
-    spec = spec.strip()
-    if spec == "all":
-        return list(range(num_layers))
-    if spec == "every_other":
-        return list(range(1, num_layers, 2))
-    try:
-        idx = sorted({int(p) for p in spec.split(",") if p.strip()})
-    except ValueError:
-        raise ConfigError(
-            f"model.moe.layers={spec!r}: expected all, every_other or 0-based indices like 1,3,5"
-        ) from None
-    bad = [i for i in idx if not 0 <= i < num_layers]
-    if bad:
-        raise ConfigError(
-            f"model.moe.layers={spec!r}: indices {bad} outside 0..{num_layers - 1} "
-            f"(model.num_layers={num_layers})"
-        )
-    return idx
-
-
-def model_moe_layers(cfg: ModelConfig) -> list[int]:
-    """The encoder layers whose feed-forwards are MoE (empty: a dense model). The one
-    place that reads ``model.ffn``; a built model answers ``AsrModel.is_moe``."""
-    if cfg.ffn != "moe":
-        return []
-    return moe_layer_indices(cfg.moe.layers, cfg.num_layers)
-
-
-def guidance_labels(cfg: ModelConfig) -> list[str]:
-    """Label names (``utt2<name>`` files) the model of ``cfg`` is guided by; [] = none."""
-    return list(cfg.moe.guidance.labels) if model_moe_layers(cfg) else []
-
-
 class AsrModel(nn.Module):
     """Hybrid CTC/attention MoE Conformer. Build with ``build_model``."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | None) -> None:
         super().__init__()
-        _check_config(cfg, vocab_size)
+        check_model_config(cfg, vocab_size)
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.label_vocab = label_vocab
@@ -507,121 +477,6 @@ class AsrModel(nn.Module):
             )
 
 
-def _check_config(cfg: ModelConfig, vocab_size: int) -> None:
-    if vocab_size < 3:
-        raise ConfigError(f"vocab_size={vocab_size}: need blank, unk and <sos/eos> at least")
-    if cfg.ffn not in ("dense", "moe"):
-        raise ConfigError(f"model.ffn={cfg.ffn!r}: use dense or moe")
-    if not 0.0 <= cfg.ctc_weight <= 1.0:
-        raise ConfigError(f"model.ctc_weight={cfg.ctc_weight} must be in [0, 1]")
-    check_streaming_config(cfg)
-    if cfg.decoder.ffn not in ("dense", "moe"):
-        raise ConfigError(f"model.decoder.ffn={cfg.decoder.ffn!r}: use dense or moe")
-    moe = cfg.moe
-    if "moe" in (cfg.ffn, cfg.decoder.ffn) and not 1 <= moe.top_k <= moe.num_experts:
-        raise ConfigError(
-            f"model.moe.top_k={moe.top_k} must be in 1..model.moe.num_experts={moe.num_experts}"
-        )
-    if cfg.ffn == "moe" and moe.ffn_experts:
-        n_ffns = 2 * len(moe_layer_indices(moe.layers, cfg.num_layers))
-        if len(moe.ffn_experts) != n_ffns or not all(
-            moe.top_k <= e <= moe.num_experts for e in moe.ffn_experts
-        ):
-            raise ConfigError(
-                f"model.moe.ffn_experts={moe.ffn_experts}: need {n_ffns} counts (two per MoE "
-                f"layer), each in top_k={moe.top_k}..num_experts={moe.num_experts}; or [] "
-                "for num_experts everywhere"
-            )
-        if moe.guidance.hard_groups or moe.guidance.router_loss_weight > 0:
-            raise ConfigError(
-                "model.moe.ffn_experts cannot be combined with expert groups per label value "
-                "(model.moe.guidance.hard_groups, router_loss_weight): the groups need "
-                "num_experts in every MoE feed-forward"
-            )
-    if cfg.ffn == "moe" and moe.ffn_fixed_group:
-        _check_fixed_groups(cfg)
-    # label guidance is checked by LabelGuidance, which knows the label vocabulary
-
-
-def _check_fixed_groups(cfg: ModelConfig) -> None:
-    """model.moe.ffn_fixed_group (written by extract --group-of) against the feed-forwards."""
-    moe = cfg.moe
-    n_ffns = 2 * len(moe_layer_indices(moe.layers, cfg.num_layers))
-    sizes = list(moe.ffn_experts) or [moe.num_experts] * n_ffns
-    need, free = moe.top_k - moe.fixed_group_free, moe.fixed_group_free
-    if len(moe.ffn_fixed_group) != n_ffns or not all(
-        g == 0 or need <= g <= e for g, e in zip(moe.ffn_fixed_group, sizes, strict=True)
-    ):
-        raise ConfigError(
-            f"model.moe.ffn_fixed_group={moe.ffn_fixed_group}: need {n_ffns} counts (two per MoE "
-            f"layer), each 0 or in top_k - fixed_group_free = {need}..the feed-forward's experts"
-        )
-    if any(moe.ffn_fixed_group) and not 0 < free < moe.top_k:
-        raise ConfigError(
-            f"model.moe.fixed_group_free={free} must be in 1..top_k-1 (top_k={moe.top_k}) "
-            "where model.moe.ffn_fixed_group has a group"
-        )
-    if moe.guidance.labels and (moe.guidance.group_router or moe.guidance.hard_groups):
-        raise ConfigError(
-            "model.moe.ffn_fixed_group cannot be combined with label groups "
-            "(model.moe.guidance.group_router, hard_groups): a fixed group is one already chosen"
-        )
-
-
 def build_model(cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | None) -> AsrModel:
     """The model from config + vocabulary sizes only (so a state_dict restores it)."""
     return AsrModel(cfg, vocab_size, label_vocab)
-
-
-@dataclass
-class ParamRow:
-    """Parameter count of one model component; ``active``: used per frame (MoE: top-k experts)."""
-
-    component: str
-    total: int
-    active: int
-
-
-def parameter_summary(model: AsrModel) -> list[ParamRow]:
-    """Total and active-per-frame parameters per component, then a ``total`` row.
-
-    Active = total minus the (num_experts - top_k) experts a frame does not use in every
-    MoE feed-forward (the figure MoE papers compare); embeddings and the decoder count fully.
-    """
-    rows: dict[str, list[int]] = {}
-
-    def add(name: str, total: int, active: int) -> None:
-        r = rows.setdefault(name, [0, 0])
-        r[0] += total
-        r[1] += active
-
-    moe_params: set[int] = set()
-    for name, module in model.named_modules():
-        if isinstance(module, MoEFeedForward):
-            part = "decoder" if name.startswith("decoder.") else "encoder"
-            router = sum(p.numel() for p in module.router.parameters())
-            experts = sum(p.numel() for p in module.experts.parameters())
-            shared = sum(p.numel() for p in module.shared.parameters())
-            add(f"{part}.moe.router", router, router)
-            add(f"{part}.moe.experts", experts, experts * module.top_k // module.num_experts)
-            add(f"{part}.moe.shared", shared, shared)
-            moe_params.update(id(p) for p in module.parameters())
-    for name, p in model.named_parameters():
-        if id(p) in moe_params:
-            continue
-        if name.startswith(("encoder.frontend", "encoder.pos_bias")):
-            comp = "encoder.frontend"
-        elif name.startswith("encoder."):
-            part = name.split(".")[3]  # encoder.layers.<i>.<part>...
-            comp = {
-                "attn": "encoder.attention",
-                "conv": "encoder.conv",
-                "ff1": "encoder.ffn",
-                "ff2": "encoder.ffn",
-            }.get(part, "encoder.norms")
-        else:
-            comp = name.split(".")[0]  # ctc_head, decoder, guidance
-        add(comp, p.numel(), p.numel())
-    out = [ParamRow(k, v[0], v[1]) for k, v in rows.items()]
-    out.append(ParamRow("total", sum(r.total for r in out), sum(r.active for r in out)))
-    return out
