@@ -19,7 +19,7 @@ decode_opts=(--mode ctc_prefix_beam --lm "$data/lm/3gram.arpa" --threads 2 --no-
 
 score() {  # decode dir -> wer.json with per-accent groups
   moe-asr score --ref "$data/test/text" --hyp "$1/hyp.txt" --group "$data/test/utt2accent" \
-    --out "$1" --overwrite > /dev/null 2>&1
+    --out "$1" --overwrite > "$1.score.log" 2>&1
 }
 
 for exp in "$@"; do
@@ -37,7 +37,7 @@ for exp in "$@"; do
       moe-asr extract --model "$exp/model.pt" --data "$data/dev" "${mode[@]}" "$acc" \
         --coverage "$cov" --out "$pkg" --overwrite --no-progress > "$out/${acc}_cov$cov.log"
       moe-asr decode --model "$pkg" --data "$data/test" "${decode_opts[@]}" --out "$dec" \
-        --overwrite > /dev/null 2>&1
+        --overwrite > "$dec.log" 2>&1
       score "$dec"
     done
   done
