@@ -10,9 +10,16 @@ rounds: ``tools/benchlib.py``) so machine load hits all alike; the command, the 
 table: ``--goal-chunk`` (1.5x) at <= ``SMALL_BATCH_FRAMES`` frames, the goal for a streaming
 chunk in RESULTS.md, and ``--goal-long`` (1.25x) above, the training-step target of
 ``tools/bench_train.py``; exit status 1 on FAIL only with ``--strict``. Inference on at most
-``moe_asr.nn.moe.SMALL_BATCH_FRAMES`` frames runs every expert on every frame; the "sorted"
+``moe_asr.nn.moe.SMALL_BATCH_FRAMES`` frames takes the layer's small-batch dispatch; the "sorted"
 column times those calls through the sort-and-split dispatch used above that size (the other
 rows take that path anyway).
+
+Cache state: at the defaults the dense layer's weights take 0.66 MB and the four experts of
+top-1/4 2.65 MB (fp32); at a streaming chunk a chunk's frames use nearly every expert, and much
+of either layer's time goes to reading weights, so where they come from (L2, L3, memory) moves
+the ratio. By default that depends on the other cases of a round; ``--flush-mb MB`` writes MB
+of memory before every timed call (untimed), so that every call reads its weights from memory,
+as in an encoder whose feed-forwards do not fit in the caches together.
 
     .venv/bin/python tools/bench_moe.py --threads 2 --frames 2000 16
 """
@@ -76,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--goal-chunk", type=float, default=1.5, help="MoE/dense goal, short inputs")
     ap.add_argument("--goal-long", type=float, default=1.25, help="MoE/dense goal, long inputs")
     ap.add_argument("--strict", action="store_true", help="exit status 1 when a goal fails")
+    ap.add_argument(
+        "--flush-mb",
+        type=float,
+        default=0.0,
+        help="write this many MB before every timed call (untimed) to evict the CPU caches",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -96,14 +109,23 @@ def main(argv: list[str] | None = None) -> int:
                     cases[(spec, n, bwd, "sorted")] = _case(moe, x, mask, bwd, sorted_=True)
                 cases[(spec, n, bwd, "dense")] = _case(dense, x, mask, bwd)
 
+    flush = torch.zeros(int(args.flush_mb * 2**20) // 4)  # float32
+
     print_header(argv)
     times, _ = interleaved(
         {key: (lambda r, fn=fn: fn()) for key, fn in cases.items()},
         rounds=args.repeats,
         warmup=args.warmup,
+        before=(lambda: flush.add_(1.0)) if flush.numel() else None,
+    )
+    caches = (
+        f"caches evicted ({args.flush_mb:g} MB written) before each call"
+        if flush.numel()
+        else "warm caches"
     )
     print(
-        f"d_model={d} d_ff={ff}, warmup {args.warmup}, {args.repeats} interleaved rounds, medians"
+        f"d_model={d} d_ff={ff}, warmup {args.warmup}, {args.repeats} interleaved rounds, medians, "
+        f"{caches}"
     )
     print(
         f"{'MoE':>10} {'dense':>8} {'frames':>6} {'pass':>8} {'MoE ms':>8} {'dense ms':>9} "

@@ -69,11 +69,13 @@ def interleaved(
     rounds: int,
     warmup: int = 0,
     max_seconds: float = 0.0,
+    before: Callable[[], Any] | None = None,
 ) -> tuple[dict[Hashable, list[float]], dict[Hashable, list[Any]]]:
     """Run ``cases[key](round)`` once per round, in interleaved rounds.
 
     Returns (seconds per timed round, what each call returned) per case; warm-up rounds
-    are run first and not kept. With ``max_seconds > 0`` timing stops once that budget is
+    are run first and not kept. ``before`` (e.g. evicting the CPU caches) runs untimed before
+    every call. With ``max_seconds > 0`` timing stops once that budget is
     spent and at least 3 rounds are timed (it says so); every case has as many timed rounds
     as the others, so per-round ratios pair up.
     """
@@ -83,6 +85,8 @@ def interleaved(
     started = time.perf_counter()
     for r in range(warmup + rounds):
         for name in names if r % 2 == 0 else names[::-1]:
+            if before is not None:
+                before()
             t0 = time.perf_counter()
             out = cases[name](r)
             elapsed = time.perf_counter() - t0

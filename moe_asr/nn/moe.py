@@ -9,13 +9,16 @@ Dispatch: only real (non-padded) frames are routed. The (frame, choice) assignme
 are sorted by expert (stable ``argsort``), each expert runs once on its contiguous
 slice (the same ``FeedForward`` as the dense layer), and the weighted outputs are
 summed back with ``index_add_``. No one-hot (tokens x experts x capacity) tensor and no
-Python loop over tokens; the only loop is over experts.
+Python loop over tokens; the only loop is over experts. Inference on a streaming chunk (at
+most ``SMALL_BATCH_FRAMES`` real frames, eval, no grad, dropless) takes the same dispatch with
+fewer operations (``_dispatch_small``: cached row-major weight copies, no module calls).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -34,9 +37,8 @@ __all__ = [
 ]
 
 _DIVERSITY_PROBE_FRAMES = 64
-# Inference on at most this many real frames (a streaming chunk) runs every expert on every
-# frame in two batched matmuls and picks the routed outputs: E/k times the FLOPs, but no
-# sort, no host sync and no per-expert launches, which dominate at this size.
+# Inference on at most this many real frames (a streaming chunk) takes a lean sort-and-split
+# dispatch (MoEFeedForward._dispatch_small): cached row-major expert weights, few operations.
 SMALL_BATCH_FRAMES = 64
 
 
@@ -164,10 +166,10 @@ class MoEFeedForward(nn.Module):
         real = mask.reshape(-1).nonzero().squeeze(1)  # (N,)
         all_real = real.numel() == b * t
         xr = flat if all_real else flat.index_select(0, real)  # (N, D)
-        utt = real // t  # (N,) utterance of each real frame
 
         router_in = xr
         if routing is not None and routing.cond is not None:
+            utt = real // t  # (N,) utterance of each real frame
             router_in = xr + routing.cond.to(xr.dtype).index_select(0, utt)
         logits = self.router(router_in).float()  # (N, E)
         sel = logits
@@ -179,7 +181,7 @@ class MoEFeedForward(nn.Module):
             sel = sel.masked_fill(off, float("-inf"))
         allowed, free = None, 0
         if routing is not None and routing.allowed is not None:
-            allowed, free = self._allowed_rows(routing, utt, real, t), routing.free  # (N, E)
+            allowed, free = self._allowed_rows(routing, real, t), routing.free  # (N, E)
         elif self.fixed_group:
             allowed = torch.arange(self.num_experts, device=x.device) < self.fixed_group  # (E,)
             free = self.fixed_free
@@ -193,9 +195,13 @@ class MoEFeedForward(nn.Module):
         if self.top_k > 1:
             topw = topw / topw.sum(-1, keepdim=True).clamp_min(1e-9)
 
-        y = self._dispatch(xr, topi, topw.to(xr.dtype))
-        for expert in self.shared:
-            y = y + expert(xr)
+        small = self._small_batch_weights(xr.shape[0])
+        if small is not None:  # a streaming chunk at inference: routed + shared experts
+            y = self._dispatch_small(xr, topi, topw.to(xr.dtype), small)
+        else:
+            y = self._dispatch(xr, topi, topw.to(xr.dtype))
+            for expert in self.shared:
+                y = y + expert(xr)
         similarity = None
         if self.training and self.probe_diversity and self.num_experts > 1 and xr.shape[0]:
             pick = torch.randperm(xr.shape[0], device=x.device)[:_DIVERSITY_PROBE_FRAMES]
@@ -253,16 +259,17 @@ class MoEFeedForward(nn.Module):
         )
         self.router.weight.copy_(old[keep])  # (E', D)
         self.experts = nn.ModuleList(self.experts[e] for e in keep)
+        self.__dict__.pop("_small_cache", None)  # the dropped experts' weight copies
         self.num_experts = len(keep)
         self.fixed_group, self.fixed_free = fixed_group, fixed_free
 
     @staticmethod
-    def _allowed_rows(routing: MoERouting, utt: Tensor, real: Tensor, t: int) -> Tensor:
-        """(B, E) or (B, T, E) allowed experts -> (N, E) for the real frames."""
+    def _allowed_rows(routing: MoERouting, real: Tensor, t: int) -> Tensor:
+        """(B, E) or (B, T, E) allowed experts -> (N, E) for the real frames (N,) of T."""
         allowed = routing.allowed
         assert allowed is not None
         if allowed.dim() == 2:
-            return allowed.index_select(0, utt)
+            return allowed.index_select(0, real // t)
         return allowed.reshape(-1, allowed.shape[-1]).index_select(0, real)
 
     def _group_plus_free(
@@ -279,16 +286,6 @@ class MoEFeedForward(nn.Module):
     def _dispatch(self, x: Tensor, idx: Tensor, weight: Tensor) -> Tensor:
         """x: (N, D), idx/weight: (N, k) -> (N, D) = sum_k weight * expert_idx(x)."""
         n, k = idx.shape
-        if (
-            n <= SMALL_BATCH_FRAMES
-            and self.capacity_factor == 0
-            and not self.training
-            and not torch.is_grad_enabled()
-            # plain Linear experts only: a quantized one (torch.ao dynamic int8) has no
-            # weight tensor to stack, and runs through the sorted dispatch below
-            and isinstance(self.experts[0].w1.weight, Tensor)
-        ):
-            return self._dispatch_all_experts(x, idx, weight)
         if self.capacity_factor > 0:
             # choice-major order: all first choices, then all second choices, ...
             flat_e = idx.t().reshape(-1)  # (k*N,)
@@ -319,33 +316,86 @@ class MoEFeedForward(nn.Module):
         ys = torch.cat(outs) * flat_w.index_select(0, order)[:, None]
         return torch.zeros_like(x, dtype=ys.dtype).index_add_(0, tokens, ys)
 
-    def _stacked_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(w1 (E, D, F), b1 (E, 1, F), w2 (E, F, D), b2 (E, 1, D)) of the routed experts,
-        cached until a parameter changes (in place or replaced) or is moved."""
-        params = [p for e in self.experts for p in (e.w1.weight, e.w1.bias, e.w2.weight, e.w2.bias)]
-        key = tuple((p.data_ptr(), p._version) for p in params)
-        cached = getattr(self, "_stack_cache", None)
-        if cached is None or cached[0] != key:
-            ex = self.experts
-            stacked = (
-                torch.stack([e.w1.weight.t() for e in ex]),
-                torch.stack([e.w1.bias for e in ex])[:, None],
-                torch.stack([e.w2.weight.t() for e in ex]),
-                torch.stack([e.w2.bias for e in ex])[:, None],
-            )
-            self._stack_cache = (key, stacked)
-            return stacked
-        return cached[1]
+    def _small_batch_weights(self, n: int) -> list[_ExpertWeights] | None:
+        """The cached row-major weights of every routed, then shared expert when ``n`` real
+        frames take the small-batch path (``_dispatch_small``), else None: inference (eval, no
+        grad) on at most ``SMALL_BATCH_FRAMES`` frames, dropless, plain ``nn.Linear`` experts
+        (a torch.ao dynamic int8 Linear has no parameters to copy: sorted dispatch).
 
-    def _dispatch_all_experts(self, x: Tensor, idx: Tensor, weight: Tensor) -> Tensor:
-        """Inference on few frames (see SMALL_BATCH_FRAMES): every expert on every frame."""
-        w1, b1, w2, b2 = self._stacked_weights()
-        e = w1.shape[0]
-        h = F.silu(torch.baddbmm(b1, x.unsqueeze(0).expand(e, -1, -1), w1))  # (E, N, F)
-        y_all = torch.baddbmm(b2, h, w2)  # (E, N, D)
-        frames = torch.arange(x.shape[0], device=x.device)
-        picked = y_all[idx.t(), frames]  # (k, N, D)
-        return (picked * weight.t().unsqueeze(-1)).sum(0)
+        The copies (as much memory again as the experts) are rebuilt when an expert parameter
+        changes in place (its version counter: optimizer steps, load_state_dict, in-place ops;
+        not writes through ``param.data``) or its data is replaced (load_state_dict with
+        assign=True, .to(), keep_experts: the data pointer).
+        """
+        if (
+            n > SMALL_BATCH_FRAMES
+            or self.capacity_factor > 0
+            or self.training
+            or torch.is_grad_enabled()
+        ):
+            return None
+        # nn.Module internals read directly: this check runs on every streaming chunk
+        ffns = [
+            *self._modules["experts"]._modules.values(),
+            *self._modules["shared"]._modules.values(),
+        ]
+        params = [p for ff in ffns for m in ff._modules.values() for p in m._parameters.values()]
+        if len(params) != 4 * len(ffns):
+            return None
+        key = [(p._version, p.data_ptr()) for p in params]
+        cached = self.__dict__.get("_small_cache")
+        if cached is not None and cached[0] == key:
+            return cached[2]
+        weights = [
+            _ExpertWeights(
+                ff.w1.weight.t().contiguous(),
+                ff.w1.bias.detach(),
+                ff.w2.weight.t().contiguous(),
+                ff.w2.bias.detach(),
+            )
+            for ff in ffns
+        ]
+        # the cache holds the parameters: no new tensor reuses their memory (data pointers)
+        self.__dict__["_small_cache"] = (key, params, weights)
+        return weights
+
+    def _dispatch_small(self, x: Tensor, idx: Tensor, weight: Tensor, ws: list) -> Tensor:
+        """Inference on few frames (see ``_small_batch_weights``): the sort-and-split dispatch
+        with as few tensor operations as possible, plus the shared experts. x: (N, D),
+        idx/weight: (N, k), ws: routed then shared ``_ExpertWeights`` -> (N, D).
+
+        The routed outputs of ``_dispatch`` (to float rounding): assignments sorted by expert
+        (stable), one matmul pair per used expert on row-major weight copies (faster than
+        nn.Linear's layout for a few rows on CPU), written in place, scattered back.
+        """
+        k = idx.shape[1]
+        flat_e = idx.reshape(-1)  # (N*k,) assignment a = frame a // k, choice a % k
+        sorted_e, order = flat_e.sort(stable=True)  # (A,) assignments grouped by expert
+        experts = sorted_e.tolist()  # A <= k * SMALL_BATCH_FRAMES: counted on the host
+        counts = [experts.count(e) for e in range(self.num_experts)]
+        tokens = order if k == 1 else order.div(k, rounding_mode="floor")
+        xs = x.index_select(0, tokens)  # (A, D), contiguous per expert
+        ys = torch.empty_like(xs)
+        for (w1, b1, w2, b2), xe, ye in zip(ws, xs.split(counts), ys.split(counts)):
+            if xe.shape[0]:  # routed experts only: zip stops at the E chunks
+                torch.addmm(b2, F.silu(torch.addmm(b1, xe, w1), inplace=True), w2, out=ye)
+        if k == 1:  # a permutation of the frames: copy back, then weight in frame order
+            y = torch.empty_like(x).index_copy_(0, tokens, ys).mul_(weight)
+        else:
+            ys.mul_(weight.reshape(-1, 1).index_select(0, order))
+            y = torch.zeros_like(x).index_add_(0, tokens, ys)
+        for w1, b1, w2, b2 in ws[self.num_experts :]:  # shared experts, every frame
+            y += torch.addmm(b2, F.silu(torch.addmm(b1, x, w1), inplace=True), w2)
+        return y
+
+
+class _ExpertWeights(NamedTuple):
+    """One expert's weights for ``_dispatch_small``: w1 (D, F), b1 (F,), w2 (F, D), b2 (D,)."""
+
+    w1: Tensor
+    b1: Tensor
+    w2: Tensor
+    b2: Tensor
 
 
 def _check_fixed_group(group: int, free: int, num_experts: int, top_k: int) -> None:

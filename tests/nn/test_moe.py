@@ -326,46 +326,131 @@ def test_fixed_group_routes_as_the_group_restriction_of_the_full_layer(free):
         moe.keep_experts([0, 1, 2])
 
 
-@pytest.mark.parametrize("top_k", [1, 2])
-def test_small_inference_batches_run_every_expert_and_equal_the_sorted_dispatch(top_k, monkeypatch):
+def _small_and_sorted(moe, x, mask, routing, monkeypatch):
+    """(y, stats) of the small-batch inference path and of the sort-and-split dispatch."""
     import moe_asr.nn.moe as moe_mod
 
+    calls = []
+    small = MoEFeedForward._dispatch_small
+    monkeypatch.setattr(MoEFeedForward, "_dispatch_small", lambda *a: calls.append(1) or small(*a))
+    with torch.no_grad():
+        fast = moe(x, mask, routing)
+        assert calls == [1], "the small-batch path did not run"
+        monkeypatch.setattr(moe_mod, "SMALL_BATCH_FRAMES", 0)
+        sorted_ = moe(x, mask, routing)
+        monkeypatch.setattr(moe_mod, "SMALL_BATCH_FRAMES", 64)
+    assert calls == [1], "the sorted dispatch ran the small-batch path"
+    monkeypatch.setattr(MoEFeedForward, "_dispatch_small", small)
+    return fast, sorted_
+
+
+def _assert_same(fast, sorted_):
+    (y, s), (y_ref, s_ref) = fast, sorted_
+    torch.testing.assert_close(y, y_ref, atol=1e-6, rtol=1e-6)
+    for name in ("probs", "logits", "topk_idx", "topk_weight", "mask"):
+        assert torch.equal(getattr(s, name), getattr(s_ref, name)), name
+    assert s.output_similarity is None and s_ref.output_similarity is None
+
+
+_GROUPS = torch.tensor([[True, True, False, False, False], [False, False, True, True, True]])
+
+
+@pytest.mark.parametrize(
+    "top_k,shared,routing",
+    [
+        (1, 0, "none"),
+        (2, 0, "none"),
+        (3, 2, "none"),
+        (1, 1, "disabled"),
+        (2, 1, "allowed"),
+        (1, 0, "allowed_frames"),
+        (2, 1, "forced"),  # a forced label: its embedding, its group, one free choice, a mask
+        (3, 0, "forced"),
+    ],
+)
+def test_small_inference_batches_equal_the_sorted_dispatch(top_k, shared, routing, monkeypatch):
+    """Inference on <= SMALL_BATCH_FRAMES real frames takes its own dispatch: the same outputs
+    (to 1e-6) and the same RouterStats as the sort-and-split dispatch, padding included."""
     torch.manual_seed(2)
-    moe = MoEFeedForward(D, FF, num_experts=4, top_k=top_k, num_shared_experts=1).eval()
+    moe = MoEFeedForward(D, FF, num_experts=5, top_k=top_k, num_shared_experts=shared).eval()
+    x = torch.randn(3, 9, D)
+    mask = _mask([9, 4, 7], 9)
+    frames = torch.rand(3, 9, 5) < 0.6
+    frames[..., 4] = True  # at least one allowed expert per frame (top-1)
+    options = {
+        "none": None,
+        "disabled": MoERouting(disabled=(0, 3)),
+        "allowed": MoERouting(allowed=_GROUPS[[0, 1, 0]]),
+        "allowed_frames": MoERouting(allowed=frames),
+        "forced": MoERouting(
+            cond=torch.randn(3, D), allowed=_GROUPS[[1, 1, 1]], free=1, disabled=(3,)
+        ),
+    }
+    fast, sorted_ = _small_and_sorted(moe, x, mask, options[routing], monkeypatch)
+    _assert_same(fast, sorted_)
+    assert (fast[0][~mask] == 0).all()
+    # a single frame, and a batch of exactly SMALL_BATCH_FRAMES real frames
+    _assert_same(*_small_and_sorted(moe, x[:1, :1], mask[:1, :1], None, monkeypatch))
+    big = torch.randn(2, 40, D)
+    _assert_same(*_small_and_sorted(moe, big, _mask([40, 24], 40), None, monkeypatch))
+
+
+@pytest.mark.parametrize("free", [0, 1])
+def test_small_inference_batches_with_a_fixed_group(free, monkeypatch):
+    torch.manual_seed(4)
+    moe = MoEFeedForward(
+        D,
+        FF,
+        num_experts=5,
+        top_k=2,
+        num_shared_experts=1,
+        fixed_group=3 if free else 0,
+        fixed_free=free,
+    ).eval()
+    x = torch.randn(2, 11, D)
+    mask = _mask([11, 6], 11)
+    _assert_same(*_small_and_sorted(moe, x, mask, None, monkeypatch))
+
+
+def test_small_batch_weight_copies_follow_the_parameters(monkeypatch):
+    """The cached row-major copies follow in-place changes, load_state_dict (copy and assign),
+    a dtype change and keep_experts; training mode, autograd, long batches and a capacity
+    factor take the sorted dispatch."""
+    torch.manual_seed(5)
+    moe = MoEFeedForward(D, FF, num_experts=4, top_k=2, num_shared_experts=1).eval()
     x = torch.randn(2, 9, D)
     mask = _mask([9, 4], 9)
-    allowed = MoERouting(
-        allowed=torch.tensor([[True, True, False, True], [False] * 2 + [True] * 2])
-    )
+
+    def check(m=moe, x=x):
+        _assert_same(*_small_and_sorted(m, x, mask, None, monkeypatch))
+
+    check()
+    with torch.no_grad():
+        moe.experts[1].w2.bias.add_(1.0)
+        moe.shared[0].w1.weight.mul_(2.0)
+    check()
+    other = MoEFeedForward(D, FF, num_experts=4, top_k=2, num_shared_experts=1).state_dict()
+    moe.load_state_dict(other)
+    check()
+    moe.load_state_dict({k: v * 0.5 for k, v in other.items()}, assign=True)
+    check()
+    moe.double()
+    check(x=x.double())
+    moe.float()
+    moe.keep_experts([3, 0, 2])
+    check()
     calls = []
-    small = MoEFeedForward._dispatch_all_experts
-    monkeypatch.setattr(
-        MoEFeedForward, "_dispatch_all_experts", lambda *a: calls.append(1) or small(*a)
-    )
-
-    def both(routing=None):
-        with torch.no_grad():
-            fast = moe(x, mask, routing)[0]
-            monkeypatch.setattr(moe_mod, "SMALL_BATCH_FRAMES", 0)
-            sorted_ = moe(x, mask, routing)[0]
-            monkeypatch.setattr(moe_mod, "SMALL_BATCH_FRAMES", 64)
-        return fast, sorted_
-
-    for routing in (None, allowed):
-        fast, sorted_ = both(routing)
-        torch.testing.assert_close(fast, sorted_, atol=1e-6, rtol=1e-6)
-    assert len(calls) == 2  # 13 real frames <= 64: the all-experts path ran
-    with torch.no_grad():  # the cached stacked weights follow an in-place change
-        moe.experts[top_k].w2.bias.add_(1.0)
-    fast, sorted_ = both()
-    torch.testing.assert_close(fast, sorted_, atol=1e-6, rtol=1e-6)
-    calls.clear()
-    with torch.no_grad():  # training mode, or grad enabled, or a long batch: sorted dispatch
+    small = MoEFeedForward._dispatch_small
+    monkeypatch.setattr(MoEFeedForward, "_dispatch_small", lambda *a: calls.append(1) or small(*a))
+    with torch.no_grad():  # a long batch
         moe(torch.randn(1, 65, D), torch.ones(1, 65, dtype=torch.bool))
-    moe(x, mask)
+    moe(x, mask)  # autograd on
     moe.train()
     with torch.no_grad():
         moe(x, mask)
+    capped = MoEFeedForward(D, FF, num_experts=4, top_k=2, capacity_factor=1.0).eval()
+    with torch.no_grad():
+        capped(x, mask)
     assert calls == []
 
 
