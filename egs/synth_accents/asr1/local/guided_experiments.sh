@@ -7,6 +7,7 @@
 # CONFIG:SEED@FROM continues FROM's model of the same seed (`train --init`, upcycling) for
 # CONT_STEPS more updates (default 1000) at peak learning rate CONT_LR (default 0.001):
 #   local/guided_experiments.sh moe@moe:0 moe_est@moe:0   # unguided vs guided continuation
+# FROM_SEED=S takes FROM's model of seed S instead (the tag keeps the run's own seed).
 # A finished system is skipped on a rerun (the recipe's .done markers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +34,10 @@ for spec in "$@"; do
   train_args="--set train.seed=$seed"
   if [ "$name" != "$conf" ]; then  # a continuation of FROM's model (same seed)
     from=${name#*@}
-    init="$exp/${from}_char$suffix/model.pt"
+    init_suffix=$suffix
+    [ -z "${FROM_SEED:-}" ] || [ "$FROM_SEED" = 0 ] || init_suffix="_s$FROM_SEED"
+    [ -z "${FROM_SEED:-}" ] || [ "$FROM_SEED" != 0 ] || init_suffix=""
+    init="$exp/${from}_char$init_suffix/model.pt"
     [ -f "$init" ] || { echo "$spec: no $init (train $from:$seed first)" >&2; exit 1; }
     tag="${conf}_from_${from}_char$suffix"
     train_args+=" --init $init --set train.max_steps=$cont_steps --set train.lr=$cont_lr"
