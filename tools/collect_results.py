@@ -7,9 +7,10 @@ Reads what the recipe stages wrote: ``EXP/decode_<set>_<mode>/{wer.json,decode.j
         --modes ctc_greedy attention_rescoring+lm --groups accent noise
 
 ``--json FILE`` also writes every number (WER in percent) as
-``{"systems": {NAME: {"seed": S, "updates": N, "set": {SET: {MODE: {"wer": W, "groups":
-{GROUP: {VALUE: W}}}}, "report": {SET: {GROUP: {"nmi_mean": X, "id_accuracy": A}}}}}}``;
-``--set`` may name several sets (tables for each).
+``{"systems": {NAME: {"seed": S, "updates": N, "init": PATH | null, "set": {SET: {MODE:
+{"wer": W, "groups": {GROUP: {VALUE: W}}}}, "report": {SET: {GROUP: {"nmi_mean": X,
+"id_accuracy": A}}}}}}``; ``--set`` may name several sets (tables for each). A run started
+from another model (``train --init``: EXP/init.json) counts that model's updates too.
 """
 
 from __future__ import annotations
@@ -58,7 +59,27 @@ def _system(exp: Path):
     """(parameter summary row "total", training history) of an experiment, read once."""
     rows = parameter_summary(load_package(exp / "model.pt").model)
     total = next(r for r in rows if r.component == "total")
-    return total, json.loads((exp / "checkpoints" / "history.json").read_text())
+    return total, _history(exp)
+
+
+def _history(exp: Path) -> list[dict]:
+    return json.loads((exp / "checkpoints" / "history.json").read_text())
+
+
+def _updates(exp: Path) -> tuple[int, str | None]:
+    """(updates including those of the model it was initialised from, that model's path):
+    a continuation (``train --init``, EXP/init.json) counts its init model's updates too."""
+    own = _history(exp)[-1]["step"]
+    init = exp / "init.json"
+    if not init.exists():
+        return own, None
+    source = Path(json.loads(init.read_text())["source"])
+    if not source.is_absolute() and not source.exists():  # relative to the recipe dir
+        source = exp.parent.parent / source
+    src_exp = source.parent.parent if source.parent.name == "checkpoints" else source.parent
+    if not (src_exp / "checkpoints" / "history.json").exists():
+        return own, str(source)  # the init's history is not at hand: its updates are unknown
+    return own + _updates(src_exp)[0], str(source)
 
 
 def _collect(args: argparse.Namespace) -> dict:
@@ -68,7 +89,6 @@ def _collect(args: argparse.Namespace) -> dict:
     systems = {}
     for exp in args.exps:
         cfg = yaml.safe_load((exp / "config.yaml").read_text())
-        hist = _system(exp)[1]
         sets: dict[str, dict] = {}
         reports: dict[str, dict] = {}
         for test_set in args.set:
@@ -98,7 +118,8 @@ def _collect(args: argparse.Namespace) -> dict:
                 }
         systems[exp.name] = {
             "seed": cfg["train"]["seed"],
-            "updates": hist[-1]["step"],
+            "updates": _updates(exp)[0],
+            "init": _updates(exp)[1],
             "set": sets,
             "report": reports,
         }
@@ -122,7 +143,7 @@ def _tables(args: argparse.Namespace, test_set: str) -> None:
             rtfs.append(f"{json.loads(d.read_text())['rtf']:.4f}" if d.exists() else "-")
         print(
             f"| {exp.name} | {total.total / 1e6:.2f}M | {total.active / 1e6:.2f}M | "
-            f"{hist[-1]['step']} | {max(r['minutes'] for r in hist):.1f} | "
+            f"{_updates(exp)[0]} | {max(r['minutes'] for r in hist):.1f} | "
             + " | ".join(rtfs)
             + " |"
         )
