@@ -66,6 +66,7 @@ def _history(exp: Path) -> list[dict]:
     return json.loads((exp / "checkpoints" / "history.json").read_text())
 
 
+@functools.cache
 def _updates(exp: Path) -> tuple[int, str | None]:
     """(updates including those of the model it was initialised from, that model's path):
     a continuation (``train --init``, EXP/init.json) counts its init model's updates too."""
@@ -89,6 +90,7 @@ def _collect(args: argparse.Namespace) -> dict:
     systems = {}
     for exp in args.exps:
         cfg = yaml.safe_load((exp / "config.yaml").read_text())
+        updates, init = _updates(exp)
         sets: dict[str, dict] = {}
         reports: dict[str, dict] = {}
         for test_set in args.set:
@@ -118,8 +120,8 @@ def _collect(args: argparse.Namespace) -> dict:
                 }
         systems[exp.name] = {
             "seed": cfg["train"]["seed"],
-            "updates": _updates(exp)[0],
-            "init": _updates(exp)[1],
+            "updates": updates,
+            "init": init,
             "set": sets,
             "report": reports,
         }

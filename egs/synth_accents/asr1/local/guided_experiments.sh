@@ -34,11 +34,11 @@ for spec in "$@"; do
   train_args="--set train.seed=$seed"
   if [ "$name" != "$conf" ]; then  # a continuation of FROM's model (same seed)
     from=${name#*@}
-    init_suffix=$suffix
-    [ -z "${FROM_SEED:-}" ] || [ "$FROM_SEED" = 0 ] || init_suffix="_s$FROM_SEED"
-    [ -z "${FROM_SEED:-}" ] || [ "$FROM_SEED" != 0 ] || init_suffix=""
+    from_seed=${FROM_SEED:-$seed}
+    init_suffix=""
+    [ "$from_seed" = 0 ] || init_suffix="_s$from_seed"
     init="$exp/${from}_char$init_suffix/model.pt"
-    [ -f "$init" ] || { echo "$spec: no $init (train $from:$seed first)" >&2; exit 1; }
+    [ -f "$init" ] || { echo "$spec: no $init (train $from:$from_seed first)" >&2; exit 1; }
     tag="${conf}_from_${from}_char$suffix"
     train_args+=" --init $init --set train.max_steps=$cont_steps --set train.lr=$cont_lr"
   fi
