@@ -74,3 +74,34 @@ def test_unseen_noise_that_training_uses_is_refused(tmp_path):
         r, calls = _calls(tmp_path, "--noise", "clean,white", "--unseen-noise", f"brown,{bad}")
         assert r.returncode == 1 and f"--unseen-noise {bad}: give noise types" in r.stderr
         assert calls == {}
+
+
+def test_low_snrs_make_a_test_set_of_the_training_noise_types_at_those_snrs(tmp_path):
+    r, calls = _calls(tmp_path, "--noise", "clean,white,babble", "--low-snrs", "0,5")
+    assert r.returncode == 0, r.stderr
+    low = calls["test_low_snr"]
+    assert (low["--noise"], low["--snrs"]) == ("white,babble", "0,5")  # no clean share
+    assert (low["--split"], low["--num-utts"]) == ("test", calls["test"]["--num-utts"])
+    assert calls["test"]["--snrs"] == "10,20"
+
+
+def test_low_snrs_without_a_noise_type_is_refused(tmp_path):
+    r, calls = _calls(tmp_path, "--noise", "clean", "--low-snrs", "0,5")
+    assert r.returncode == 1 and "--low-snrs needs a noise type" in r.stderr
+
+
+def test_keep_existing_adds_only_the_missing_data_dirs(tmp_path):
+    for name in ("train", "dev", "test"):  # an existing data root, e.g. of an earlier run
+        d = tmp_path / "data" / name
+        d.mkdir(parents=True)
+        (d / "wav.scp").write_text("u1 u1.wav\n")
+        (d / "text").write_text("u1 hello\n")
+    (tmp_path / "data" / "test_reverb").mkdir()  # without audio: not a finished data dir
+    args = ("--reverb-rt60s", "0.3", "--unseen-noise", "brown")
+    r, calls = _calls(tmp_path, *args, "--keep-existing", "true")
+    assert r.returncode == 0, r.stderr
+    assert sorted(calls) == ["test_reverb", "test_unseen_noise"]
+    assert "data/train: kept" in r.stdout
+    (tmp_path / "calls.txt").unlink()
+    r, calls = _calls(tmp_path, *args)  # the default redoes every data dir
+    assert sorted(calls) == ["dev", "test", "test_reverb", "test_unseen_noise", "train"]

@@ -8,6 +8,8 @@
 # CONT_STEPS more updates (default 1000) at peak learning rate CONT_LR (default 0.001):
 #   local/guided_experiments.sh moe@moe:0 moe_est@moe:0   # unguided vs guided continuation
 # FROM_SEED=S takes FROM's model of seed S instead (the tag keeps the run's own seed).
+# RECIPE_OPTS adds run.sh options (e.g. condition test sets); SETS, RESULT_GROUPS and JSON
+# choose the summary's test sets, label groups and file (local/noise_experiments.sh sets them).
 # A finished system is skipped on a rerun (the recipe's .done markers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +18,9 @@ cd "$(dirname "$0")/.."
 data=data_g
 exp=exp_g
 modes="ctc_greedy ctc_prefix_beam+lm attention_rescoring+lm"
-common=(--data-root "$data" --exp-root "$exp" --train-utts 6000 --unseen-accents sv,ro,cs,tr)
+read -r -a recipe_opts <<< "${RECIPE_OPTS:-}"
+common=(--data-root "$data" --exp-root "$exp" --train-utts 6000 --unseen-accents sv,ro,cs,tr
+  ${recipe_opts[@]+"${recipe_opts[@]}"})
 cont_steps=${CONT_STEPS:-1000}
 cont_lr=${CONT_LR:-0.001}
 [ $# -gt 0 ] || { echo "usage: $0 CONFIG[@FROM][:SEED] ...  (CONFIG, FROM: conf/*.yaml names)" >&2; exit 1; }
@@ -47,7 +51,9 @@ for spec in "$@"; do
   ./run.sh --stage 4 --stop-stage 8 "${common[@]}" --train-config "conf/$conf.yaml" \
     --tag "$tag" --train-args "$train_args" --decode-modes "$modes" \
     --decode-args "--threads 2" --report-set all
-  if grep -q "guidance:" "conf/$conf.yaml"; then  # the known-accent case beside label-free
+  # the known-accent case beside label-free, for models guided by the accent
+  if python -c 'import json,sys; sys.exit("accent" not in json.load(open(sys.argv[1])))' \
+    "$exp/$tag/label_vocab.json"; then
     out="$exp/$tag/decode_test_ctc_prefix_beam+lm_known_accent"
     if [ ! -f "$out/.done.score" ]; then
       moe-asr decode --model "$exp/$tag/model.pt" --data "$data/test" --mode ctc_prefix_beam \
@@ -59,6 +65,6 @@ for spec in "$@"; do
     fi
   fi
 done
-python ../../../tools/collect_results.py "${tags[@]}" --set test test_unseen \
-  --modes $modes ctc_prefix_beam+lm_known_accent --groups accent noise \
-  --json results/guided.json
+python ../../../tools/collect_results.py "${tags[@]}" --set ${SETS:-test test_unseen} \
+  --modes $modes ctc_prefix_beam+lm_known_accent --groups ${RESULT_GROUPS:-accent noise} \
+  --json "${JSON:-results/guided.json}"
