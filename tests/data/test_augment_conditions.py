@@ -235,11 +235,19 @@ def test_babble_needs_talkers_and_types_are_checked():
         Augmenter(AugmentConfig(noise_prob=1.0, noise_files=["clean=/x.wav"]), SR)
 
 
-def test_recipe_noise_config_guides_by_labels_its_augmentation_records():
+def test_recipe_noise_configs_differ_only_in_guidance_by_recorded_labels():
+    import dataclasses
+
     from moe_asr.config import load_config
 
-    conf = Path(__file__).resolve().parents[2] / "egs/synth_accents/asr1/conf/moe_noise_aug.yaml"
-    cfg = load_config(conf)
-    produced = augment_label_values(cfg.data.augment)
-    assert set(cfg.model.moe.guidance.labels) <= set(produced)
-    assert "brown" not in produced["noise"] and min(cfg.data.augment.snr_range) >= 10
+    conf = Path(__file__).resolve().parents[2] / "egs/synth_accents/asr1/conf"
+    guided = load_config(conf / "moe_noise_guided.yaml")
+    unguided = load_config(conf / "moe_noise_wide.yaml")
+    produced = augment_label_values(guided.data.augment)
+    assert set(guided.model.moe.guidance.labels) <= set(produced)
+    assert "brown" not in produced["noise"]  # test_unseen_noise's type stays unseen
+    assert not unguided.model.moe.guidance.labels
+    # the comparison is fair: same data, augmentation, schedule and model but the guidance
+    assert guided.data == unguided.data and guided.train == unguided.train
+    same_moe = dataclasses.replace(guided.model.moe, guidance=unguided.model.moe.guidance)
+    assert dataclasses.replace(guided.model, moe=same_moe) == unguided.model
