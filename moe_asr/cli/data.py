@@ -32,7 +32,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         help="comma-separated accents removed from --accents (e.g. those of an unseen-accent set)",
     )
     p.add_argument(
-        "--noise", default="clean,white,pink,babble", help="clean,white,pink,brown,babble"
+        "--noise", default="clean,white,pink,babble", help="clean,white,pink,brown,music,babble"
     )
     p.add_argument("--snrs", default="5,10,20", help="SNRs in dB for the noisy conditions")
     p.add_argument(

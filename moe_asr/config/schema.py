@@ -167,7 +167,7 @@ class AugmentConfig:
 
     speed_perturb: list[float] = field(default_factory=list)  # e.g. [0.9, 1.0, 1.1]
     # additive noise, with probability noise_prob, of a type drawn uniformly from the
-    # synthetic generators in noise_types (white, pink, brown, babble: other training
+    # synthetic generators in noise_types (white, pink, brown, music, babble: other training
     # utterances) and the user sources in noise_files: audio files, directories (searched)
     # or Kaldi noise.scp files, each optionally TYPE=PATH (e.g. music=/data/musan/music;
     # untyped: type "file")

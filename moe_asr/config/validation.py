@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from moe_asr.config.schema import AugmentConfig, Config, ConfigError
+from moe_asr.synth.noise import GENERATED_NOISE  # data.augment.noise_types
 
 __all__ = ["SECTIONS", "TRAINABLE_SETS", "validate_config", "waveform_augmentation"]
 
@@ -19,7 +20,6 @@ _DECODE_MODES = ("ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescor
 _LM_UNITS = ("word", "token")
 # train.trainable: the parameter sets a run may train (moe_asr.train.adapt selects them)
 TRAINABLE_SETS = ("all", "router", "router+experts")
-_SYNTH_NOISE = ("white", "pink", "brown", "babble")  # data.augment.noise_types
 
 
 class _Checker:
@@ -214,8 +214,8 @@ def waveform_augmentation(a: AugmentConfig) -> list[str]:
 
 def _check_augment_conditions(c: _Checker, a: AugmentConfig) -> None:
     """Noise types, SNR range and buckets, reverberation ranges of ``data.augment``."""
-    bad = [t for t in a.noise_types if t not in _SYNTH_NOISE]
-    c.rule(not bad, "data.augment.noise_types", a.noise_types, f"choose from {_SYNTH_NOISE}")
+    bad = [t for t in a.noise_types if t not in GENERATED_NOISE]
+    c.rule(not bad, "data.augment.noise_types", a.noise_types, f"choose from {GENERATED_NOISE}")
     if a.noise_prob > 0:
         c.rule(
             bool(a.noise_types or a.noise_files),

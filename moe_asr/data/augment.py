@@ -251,7 +251,7 @@ class Augmenter:
                 raise AugmentError(
                     "data.augment.noise_prob > 0 but data.augment.noise_files is empty and "
                     "data.augment.noise_types names no generator; list noise audio files or "
-                    "directories, or generators (white, pink, brown, babble), or set noise_prob=0"
+                    "directories, or generators (white, pink, brown, music, babble), or set noise_prob=0"
                 )
             if not cfg.noise_snrs and len(cfg.snr_range) != 2:
                 raise AugmentError(

@@ -12,8 +12,8 @@ named directly is an error, and so is an entry that leaves no readable file. A f
 data fails later, when it is read, is reported once and replaced by the next file of its
 type, so the draws stay the same in every process.
 
-Synthetic noise (``white``, ``pink``, ``brown``: ``moe_asr.synth.noise``; ``babble``: a sum
-of talker streams made of training utterances) is generated once per process into a
+Synthetic noise (``moe_asr.synth.noise.GENERATED_NOISE``: ``white``, ``pink``, ``brown``,
+``music``; ``babble``: a sum of talker streams made of training utterances) is generated once per process into a
 ``BANK_SECONDS`` loop from a fixed seed, so it is identical in every worker; files are not
 cached (a MUSAN-size set would not fit in memory): each draw reads the excerpt it needs.
 """
@@ -32,7 +32,7 @@ from torch import Tensor
 from moe_asr.audio import AudioError, audio_info, load_audio
 from moe_asr.data.datadir import DataDirError, read_table
 from moe_asr.errors import UserError
-from moe_asr.synth.noise import BABBLE_TALKERS, babble_noise, colored_noise
+from moe_asr.synth.noise import BABBLE_TALKERS, GENERATED_NOISE, generated_noise
 
 __all__ = [
     "AugmentError",
@@ -48,7 +48,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SYNTH_NOISE: tuple[str, ...] = ("white", "pink", "brown", "babble")
+SYNTH_NOISE: tuple[str, ...] = GENERATED_NOISE
 FILE_NOISE = "file"  # type of an untyped noise_files entry
 BANK_SECONDS = 30.0  # seconds of each synthetic noise generated per process
 _BANK_SEED = 20_260_101
@@ -207,10 +207,8 @@ class NoiseBank:
         if kind not in self._loops:
             n = int(BANK_SECONDS * self.sample_rate)
             rng = np.random.default_rng([_BANK_SEED, zlib.crc32(kind.encode())])
-            if kind == "babble":
-                wav = babble_noise(self._talker_streams(rng), n, rng)
-            else:
-                wav = colored_noise(kind, n, rng)
+            talkers = self._talker_streams(rng) if kind == "babble" else None
+            wav = generated_noise(kind, n, rng, self.sample_rate, talkers)
             self._loops[kind] = torch.from_numpy(wav)
         return self._loops[kind]
 

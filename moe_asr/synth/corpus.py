@@ -41,8 +41,7 @@ from moe_asr.synth.noise import (
     BABBLE_TALKERS,
     DEFAULT_NOISE,
     DEFAULT_SNRS,
-    babble_noise,
-    colored_noise,
+    generated_noise,
     mix_at_snr,
     parse_noise_list,
     parse_snr_list,
@@ -258,13 +257,8 @@ def render_utterance(server: EspeakServer, plan: UttPlan, sample_rate: int = 160
     if plan.noise == "clean":
         return speech
     rng = np.random.default_rng(plan.seed)
-    if plan.noise == "babble":
-        talkers = [
-            _speak(server, t, plan.seed + 1 + k, sample_rate) for k, t in enumerate(plan.babble)
-        ]
-        noise = babble_noise(talkers, speech.size, rng)
-    else:
-        noise = colored_noise(plan.noise, speech.size, rng)
+    talkers = [_speak(server, t, plan.seed + 1 + k, sample_rate) for k, t in enumerate(plan.babble)]
+    noise = generated_noise(plan.noise, speech.size, rng, sample_rate, talkers)
     assert plan.snr is not None
     return mix_at_snr(speech, noise, plan.snr, sample_rate)
 

@@ -1,8 +1,12 @@
-"""Noise conditions of the synthetic corpus: clean, white, pink, brown, babble at an SNR.
+"""Noise conditions of the synthetic corpus: clean, white, pink, brown, music, babble at an SNR.
 
 The SNR is measured against the power of the active speech (20 ms frames within 40 dB
 of the loudest frame), so leading/trailing silence does not dilute it. Babble is a sum
 of other synthetic utterances (other voices and sentences), looped to the length needed.
+Music is a random sequence of plucked harmonic chords (MUSAN's music category in spirit):
+tonal and in the speech band, where brown noise puts nearly all its power below 100 Hz.
+``GENERATED_NOISE`` is the one list of generators; the corpus and the training augmentation
+both draw through ``generated_noise``.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ __all__ = [
     "DEFAULT_NOISE",
     "DEFAULT_SNRS",
     "BABBLE_TALKERS",
+    "GENERATED_NOISE",
     "colored_noise",
+    "music_noise",
     "babble_noise",
+    "generated_noise",
     "active_power",
     "mix_at_snr",
     "parse_noise_list",
@@ -27,7 +34,8 @@ __all__ = [
     "parse_snr_list",
 ]
 
-NOISE_TYPES: tuple[str, ...] = ("clean", "white", "pink", "brown", "babble")
+GENERATED_NOISE: tuple[str, ...] = ("white", "pink", "brown", "music", "babble")
+NOISE_TYPES: tuple[str, ...] = ("clean", *GENERATED_NOISE)
 DEFAULT_NOISE: tuple[str, ...] = ("clean", "white", "pink", "babble")
 DEFAULT_SNRS: tuple[float, ...] = (5.0, 10.0, 20.0)
 BABBLE_TALKERS = 4  # utterances summed into one babble signal
@@ -49,6 +57,53 @@ def colored_noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
         white = np.fft.irfft(spec, n)
     rms = np.sqrt(np.mean(white**2))
     return (white / max(rms, 1e-12)).astype(np.float32)
+
+
+_MUSIC_SCALE = (0, 2, 4, 7, 9)  # major pentatonic: semitones above the octave's root
+
+
+def music_noise(n: int, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
+    """(n,) float32 music-like noise of unit RMS: chords of 1-3 plucked notes.
+
+    A new chord starts every 0.15-0.6 s; its notes come from a pentatonic scale between
+    MIDI 45 and 84 (110-1047 Hz), each with 6 harmonics (amplitude 1/k) and an exponential
+    decay, so the signal is tonal, rhythmic and in the speech band.
+    """
+    out = np.zeros(n, dtype=np.float64)
+    t0 = 0
+    while t0 < n:
+        dur = int(rng.uniform(0.15, 0.6) * sample_rate)
+        length = min(n - t0, int(dur * 1.5))  # notes ring on under the next chord
+        t = np.arange(length, dtype=np.float64) / sample_rate
+        decay = np.exp(-t * rng.uniform(3.0, 8.0))
+        for _ in range(int(rng.integers(1, 4))):
+            octave = int(rng.integers(0, 4))
+            midi = 45 + 12 * octave + _MUSIC_SCALE[int(rng.integers(len(_MUSIC_SCALE)))]
+            f0 = 440.0 * 2.0 ** ((midi - 69) / 12)
+            for k in range(1, 7):
+                if k * f0 < sample_rate / 2:
+                    phase = rng.uniform(0, 2 * np.pi)
+                    out[t0 : t0 + length] += decay * np.sin(2 * np.pi * k * f0 * t + phase) / k
+        t0 += dur
+    rms = np.sqrt(np.mean(out**2)) if n else 0.0
+    return (out / max(rms, 1e-12)).astype(np.float32)
+
+
+def generated_noise(
+    kind: str,
+    n: int,
+    rng: np.random.Generator,
+    sample_rate: int = 16000,
+    talkers: list[np.ndarray] | None = None,
+) -> np.ndarray:
+    """(n,) float32 unit-RMS noise of a ``GENERATED_NOISE`` type (babble needs ``talkers``)."""
+    if kind not in GENERATED_NOISE:
+        raise UserError(f"unknown noise type {kind!r}; use one of {', '.join(GENERATED_NOISE)}")
+    if kind == "babble":
+        return babble_noise(talkers or [], n, rng)
+    if kind == "music":
+        return music_noise(n, rng, sample_rate)
+    return colored_noise(kind, n, rng)
 
 
 def babble_noise(talkers: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:

@@ -8,7 +8,9 @@ from moe_asr.synth.noise import (
     active_power,
     babble_noise,
     colored_noise,
+    generated_noise,
     mix_at_snr,
+    music_noise,
     parse_noise_list,
     parse_snr_list,
 )
@@ -45,6 +47,39 @@ def test_mix_reaches_the_snr_against_active_speech():
         assert abs(got - snr) < 0.01
     loud = mix_at_snr(speech * 18, noise, -5.0, SR)
     assert np.abs(loud).max() <= 0.99 + 1e-6  # scaled down as a whole instead of clipping
+
+
+def _band_share(x: np.ndarray, lo: float, hi: float) -> float:
+    p = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2
+    f = np.fft.rfftfreq(x.size, 1 / SR)
+    return float(p[(f >= lo) & (f < hi)].sum() / p.sum())
+
+
+def test_music_is_tonal_in_the_speech_band_unlike_brown_noise():
+    x = music_noise(4 * SR, np.random.default_rng(0), SR)
+    assert x.dtype == np.float32 and abs(np.sqrt(np.mean(x.astype(np.float64) ** 2)) - 1) < 1e-3
+    assert _band_share(x, 100, 4000) > 0.9  # where speech is
+    brown = colored_noise("brown", 4 * SR, np.random.default_rng(0))
+    assert _band_share(brown, 100, 4000) < 0.2  # brown's power sits below 100 Hz
+    p = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2
+    band = p[(np.fft.rfftfreq(x.size, 1 / SR) >= 100) & (np.fft.rfftfreq(x.size, 1 / SR) < 4000)]
+    flatness = np.exp(np.mean(np.log(band + 1e-20))) / np.mean(band)
+    assert flatness < 0.05  # peaky (harmonics), white noise is ~0.56
+    frames = x[: x.size // 800 * 800].reshape(-1, 800).astype(np.float64)
+    energy = (frames**2).mean(axis=1)
+    assert energy.max() / np.median(energy) > 2  # note onsets and decays, not stationary
+
+
+def test_generated_noise_is_deterministic_per_generator_and_names_each_type():
+    for kind in ("white", "pink", "brown", "music"):
+        a = generated_noise(kind, SR, np.random.default_rng(3), SR)
+        assert np.array_equal(a, generated_noise(kind, SR, np.random.default_rng(3), SR))
+    talkers = [np.sin(np.arange(3000) * 0.05).astype(np.float32)]
+    assert generated_noise("babble", 5000, np.random.default_rng(0), SR, talkers).shape == (5000,)
+    with pytest.raises(
+        UserError, match="unknown noise type .violet.; use one of white, pink, brown, music"
+    ):
+        generated_noise("violet", 100, np.random.default_rng(0), SR)
 
 
 def test_babble_loops_talkers_to_length():
