@@ -47,7 +47,7 @@ from moe_asr.audio import AudioError, load_audio
 from moe_asr.config import AugmentConfig
 from moe_asr.data.labels import AUGMENT_LABELS
 from moe_asr.data.noise_bank import AudioRef, AugmentError, NoiseBank, find_audio, noise_file_types
-from moe_asr.synth.noise import active_power
+from moe_asr.synth.noise import GENERATED_NOISE, active_power
 from moe_asr.synth.reverb import reverberate, simulated_rir
 
 __all__ = [
@@ -251,7 +251,8 @@ class Augmenter:
                 raise AugmentError(
                     "data.augment.noise_prob > 0 but data.augment.noise_files is empty and "
                     "data.augment.noise_types names no generator; list noise audio files or "
-                    "directories, or generators (white, pink, brown, music, babble), or set noise_prob=0"
+                    f"directories, or generators ({', '.join(GENERATED_NOISE)}), or set "
+                    "noise_prob=0"
                 )
             if not cfg.noise_snrs and len(cfg.snr_range) != 2:
                 raise AugmentError(

@@ -13,9 +13,10 @@ data fails later, when it is read, is reported once and replaced by the next fil
 type, so the draws stay the same in every process.
 
 Synthetic noise (``moe_asr.synth.noise.GENERATED_NOISE``: ``white``, ``pink``, ``brown``,
-``music``; ``babble``: a sum of talker streams made of training utterances) is generated once per process into a
-``BANK_SECONDS`` loop from a fixed seed, so it is identical in every worker; files are not
-cached (a MUSAN-size set would not fit in memory): each draw reads the excerpt it needs.
+``music``; ``babble``: a sum of talker streams made of training utterances) is generated once
+per process into a ``BANK_SECONDS`` loop from a fixed seed, so it is identical in every worker;
+files are not cached (a MUSAN-size set would not fit in memory): each draw reads the excerpt
+it needs.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from moe_asr.synth.noise import BABBLE_TALKERS, GENERATED_NOISE, generated_noise
 
 __all__ = [
     "AugmentError",
-    "SYNTH_NOISE",
     "FILE_NOISE",
     "BANK_SECONDS",
     "AudioRef",
@@ -48,7 +48,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SYNTH_NOISE: tuple[str, ...] = GENERATED_NOISE
 FILE_NOISE = "file"  # type of an untyped noise_files entry
 BANK_SECONDS = 30.0  # seconds of each synthetic noise generated per process
 _BANK_SEED = 20_260_101
@@ -153,11 +152,11 @@ class NoiseBank:
         sample_rate: int,
         babble_audio: list[AudioRef] | None = None,
     ):
-        bad = [t for t in synth_types if t not in SYNTH_NOISE]
+        bad = [t for t in synth_types if t not in GENERATED_NOISE]
         if bad:
             raise AugmentError(
                 f"data.augment.noise_types: unknown {', '.join(bad)}; "
-                f"choose from {', '.join(SYNTH_NOISE)}"
+                f"choose from {', '.join(GENERATED_NOISE)}"
             )
         if "babble" in synth_types and not babble_audio:
             raise AugmentError("babble noise needs talker utterances (the training data dir)")
