@@ -10,7 +10,9 @@ Reads what the recipe stages wrote: ``EXP/decode_<set>_<mode>/{wer.json,decode.j
 ``{"systems": {NAME: {"seed": S, "updates": N, "init": PATH | null, "set": {SET: {MODE:
 {"wer": W, "groups": {GROUP: {VALUE: W}}}}, "report": {SET: {GROUP: {"nmi_mean": X,
 "id_accuracy": A}}}}}}``; ``--set`` may name several sets (tables for each). A run started
-from another model (``train --init``: EXP/init.json) counts that model's updates too.
+from another model (``train --init``: EXP/init.json) counts that model's updates too. An
+existing FILE is updated, not replaced: systems of other calls stay, and a system of this call
+keeps its sets that this call's ``--set`` does not name (drivers collect a few systems a call).
 """
 
 from __future__ import annotations
@@ -50,8 +52,35 @@ def main() -> None:
         _tables(args, test_set)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.json, json.dumps(_collect(args), indent=1) + "\n")
+        doc = _merge(_read_json(args.json), _collect(args))
+        atomic_write_text(args.json, json.dumps(doc, indent=1) + "\n")
         print(f"\nwrote {args.json}")
+
+
+def _read_json(path: Path) -> dict:
+    """The results document at ``path`` ({"systems": {}} when there is none)."""
+    if not path.exists():
+        return {"systems": {}}
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{path}: not JSON ({e}); move it away or fix it, then rerun") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("systems"), dict):
+        raise SystemExit(f'{path}: no {{"systems": {{...}}}} object; move it away, then rerun')
+    return doc
+
+
+def _merge(old: dict, new: dict) -> dict:
+    """``old`` updated by ``new``: new systems replace old ones set by set (and report by
+    report); systems and sets that ``new`` lacks are kept."""
+    systems = dict(old["systems"])
+    for name, system in new["systems"].items():
+        merged = dict(system)
+        if name in systems:
+            for key in ("set", "report"):
+                merged[key] = {**systems[name].get(key, {}), **system[key]}
+        systems[name] = merged
+    return {**old, "systems": systems}
 
 
 @functools.cache

@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -44,3 +46,23 @@ def test_an_init_model_without_history_counts_only_the_runs_own_updates(tmp_path
     tool = _tool()
     exp = _exp(tmp_path, "upcycled", 800, init="/elsewhere/dense.pt")
     assert tool._updates(exp) == (800, "/elsewhere/dense.pt")
+
+
+def test_the_json_keeps_systems_and_sets_that_this_call_does_not_collect(tmp_path):
+    tool = _tool()
+    old = {
+        "systems": {
+            "moe": {"seed": 0, "set": {"test": {"m": 1}, "test_reverb": {"m": 2}}, "report": {}},
+            "dense": {"seed": 0, "set": {"test": {"m": 3}}, "report": {}},
+        }
+    }
+    new = {"systems": {"moe": {"seed": 0, "set": {"test": {"m": 4}}, "report": {"test": {}}}}}
+    merged = tool._merge(old, new)
+    assert merged["systems"]["dense"] == old["systems"]["dense"]
+    assert merged["systems"]["moe"]["set"] == {"test": {"m": 4}, "test_reverb": {"m": 2}}
+    assert merged["systems"]["moe"]["report"] == {"test": {}}
+    assert tool._read_json(tmp_path / "absent.json") == {"systems": {}}
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(SystemExit, match="bad.json: not JSON"):
+        tool._read_json(bad)
