@@ -1,0 +1,48 @@
+"""tools/profile_step.py: its forward labels and op categories (not its timings)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location(
+        "profile_step", REPO / "tools" / "profile_step.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_forward_ranges_label_each_feed_forward_router_and_expert_call():
+    tool = _tool()
+    args = type("Args", (), {"attention_dropout": 0.0})()
+    counts = {}
+    for ffn, experts in (("dense", 1), ("moe", 4)):
+        torch.manual_seed(0)
+        model = tool.build_model(tool._model_config(args, ffn, experts, 1), tool._VOCAB, None)
+        tool._label_forward(model)
+        model.eval()  # 2 x 99 frames: more than a chunk, so the experts are modules called
+        with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            model.encode(torch.randn(2, 400, 80), torch.tensor([400, 400]))
+        counts[ffn] = {e.key: e.count for e in prof.key_averages()}
+    layers = 6  # two macaron feed-forwards per layer
+    assert counts["dense"]["dense_ffn"] == 2 * layers and "moe_ffn" not in counts["dense"]
+    assert counts["moe"]["moe_ffn"] == counts["moe"]["router"] == 2 * layers
+    assert 2 * layers <= counts["moe"]["experts"] <= 4 * 2 * layers  # experts that got frames
+    assert "dense_ffn" not in counts["moe"]  # an expert is not counted as a dense FFN
+
+
+def test_ops_fall_into_their_category():
+    tool = _tool()
+    assert tool._category("aten::addmm") == "matmul"
+    assert tool._category("aten::index_add_") == "dispatch/indexing"
+    assert tool._category("aten::_foreach_mul_") == "optimizer"
+    assert tool._category("aten::convolution_backward") == "convolution"
+    assert tool._category("aten::silu") == "other"
