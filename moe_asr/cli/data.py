@@ -31,8 +31,12 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="comma-separated accents removed from --accents (e.g. those of an unseen-accent set)",
     )
+    from moe_asr.synth.noise import NOISE_TYPES  # numpy only: --help stays quick
+
     p.add_argument(
-        "--noise", default="clean,white,pink,babble", help="clean,white,pink,brown,music,babble"
+        "--noise",
+        default="clean,white,pink,babble",
+        help=f"comma-separated noise conditions of {','.join(NOISE_TYPES)}",
     )
     p.add_argument("--snrs", default="5,10,20", help="SNRs in dB for the noisy conditions")
     p.add_argument(
