@@ -10,7 +10,8 @@
 # Env: ACCENTS (default "sv tr": accents of test_unseen), MINUTES (default "1 5 15"), PARAMS
 # (default "router router+experts all"), STEPS (updates per adaptation, default 200),
 # ADAPT_UTTS (utterances synthesised per accent, default 450, about 22 minutes),
-# MINUTES_SEEN (default 5).
+# MINUTES_SEEN (default 5), ADAPT_ARGS (more `moe-asr adapt` options, e.g. "--set train.lr=0.005")
+# with TAG (a suffix that keeps those runs apart, e.g. _lr0.005).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ../../../recipes/path.sh
@@ -22,6 +23,9 @@ params=${PARAMS:-"router router+experts all"}
 steps=${STEPS:-200}
 adapt_utts=${ADAPT_UTTS:-450}
 minutes_seen=${MINUTES_SEEN:-5}
+read -r -a adapt_args <<< "${ADAPT_ARGS:-}"
+tag=${TAG:-}
+[ -z "${ADAPT_ARGS:-}" ] || [ -n "$tag" ] || { echo "$0: ADAPT_ARGS needs a TAG" >&2; exit 1; }
 [ $# -gt 0 ] || set -- exp_g/moe_hier_from_moe_char
 decode_opts=(--mode ctc_prefix_beam --lm "$data/lm/3gram.arpa" --threads 2 --no-progress)
 subsets=$data/test_unseen_by_accent
@@ -59,11 +63,12 @@ for exp in "$@"; do
     decode "$exp/model.pt" "$subsets/$acc" "$out/decode_${acc}_none"
     for m in $minutes; do
       for p in $params; do
-        name="${acc}_${p/+/_}_${m}m"
+        name="${acc}_${p/+/_}_${m}m$tag"
         if [ ! -f "$out/$name.pt" ]; then
           moe-asr adapt --model "$exp/model.pt" --train-data "$data/adapt_$acc" \
             --label "accent=$acc" --params "$p" --minutes "$m" --steps "$steps" --seed 0 \
-            --exp "$out/${name}_run" --out "$out/$name.pt" --overwrite > "$out/$name.log" 2>&1
+            --exp "$out/${name}_run" --out "$out/$name.pt" --overwrite \
+            ${adapt_args[@]+"${adapt_args[@]}"} > "$out/$name.log" 2>&1
         fi
         decode "$out/$name.pt" "$subsets/$acc" "$out/decode_$name"
         if [ "$m" = "$minutes_seen" ] && [ "$p" != router+experts ]; then
@@ -74,13 +79,13 @@ for exp in "$@"; do
   done
 done
 
-python - "$accents" "$minutes" "$params" "$minutes_seen" "$@" <<'PY'
+python - "$accents" "$minutes" "$params" "$minutes_seen" "$tag" "$@" <<'PY'
 import json
 import sys
 from pathlib import Path
 
 accents, minutes, params = (a.split() for a in sys.argv[1:4])
-minutes_seen, exps = sys.argv[4], sys.argv[5:]
+minutes_seen, tag, exps = sys.argv[4], sys.argv[5], sys.argv[6:]
 
 
 def wer(path: Path) -> float:
@@ -90,16 +95,17 @@ def wer(path: Path) -> float:
 for exp in map(Path, exps):
     out = exp / "adapt"
     seen_base = wer(exp / "decode_test_ctc_prefix_beam+lm")
-    print(f"\n{exp.name}: WER on the accent's test_unseen utterances (label-free, LM beam)")
+    print(f"\n{exp.name}{tag}: WER on the accent's test_unseen utterances (label-free, LM beam)")
     print("| accent | minutes | none | " + " | ".join(params) + " | router: gap recovered |")
     print("|---|---:|---:|" + "---:|" * len(params) + "---:|")
     for acc in accents:
         none = wer(out / f"decode_{acc}_none")
         for m in minutes:
-            w = {p: wer(out / f"decode_{acc}_{p.replace('+', '_')}_{m}m") for p in params}
+            w = {p: wer(out / f"decode_{acc}_{p.replace('+', '_')}_{m}m{tag}") for p in params}
             gap = ""
-            if "router" in w and "all" in w and none - w["all"] > 0:
-                gap = f"{(none - w['router']) / (none - w['all']):.0%}"
+            full = out / f"decode_{acc}_all_{m}m"  # the untagged full fine-tuning
+            if "router" in w and (full / "wer.json").exists() and none - wer(full) > 0:
+                gap = f"{(none - w['router']) / (none - wer(full)):.0%}"
             cells = " | ".join(f"{w[p]:.2f}" for p in params)
             print(f"| {acc} | {m} | {none:.2f} | {cells} | {gap} |")
     print(f"\nseen-accent test set after {minutes_seen} minutes (no adaptation: {seen_base:.2f})")
@@ -107,7 +113,7 @@ for exp in map(Path, exps):
     print("|---|---|---:|---:|")
     for acc in accents:
         for p in params:
-            d = out / f"decode_{acc}_{p.replace('+', '_')}_{minutes_seen}m_test"
+            d = out / f"decode_{acc}_{p.replace('+', '_')}_{minutes_seen}m{tag}_test"
             if (d / "wer.json").exists():
                 print(f"| {acc} | {p} | {wer(d):.2f} | {wer(d) - seen_base:+.2f} |")
 PY
