@@ -56,15 +56,16 @@ _VOCAB = 32  # blank 0, unk 1, sos/eos 31
 _FRAMES_PER_SECOND = 100
 _GRAD_CLIP = 5.0
 
-# (name, numerator, denominator, target or None): checked on the paired median ratio
+# (name, numerator, denominator, target or None): checked on the paired median ratio; the
+# targets of the performance issue (19) where it sets one
 _RATIOS = [
-    ("stack: ours dense / speechbrain", "stack_ours_dense", "stack_speechbrain", 1.0),
+    ("stack: ours dense / speechbrain", "stack_ours_dense", "stack_speechbrain", 0.90),
     ("stack: ours MoE 2/8 / speechbrain", "stack_ours_moe8k2", "stack_speechbrain", None),
     ("stack: ours MoE 2/8 / ours dense", "stack_ours_moe8k2", "stack_ours_dense", None),
     ("stack: ours MoE 1/4 / ours dense", "stack_ours_moe4k1", "stack_ours_dense", None),
     ("full: ours MoE 2/8 / ours dense", "full_moe8k2", "full_dense", 1.25),
-    ("full: ours MoE 2/8 (d_ff/2) / ours dense", "full_moe8k2_half", "full_dense", 1.25),
-    ("full: ours MoE 1/4 / ours dense (equal active)", "full_moe4k1", "full_dense", None),
+    ("full: ours MoE 2/8 (d_ff/2) / ours dense", "full_moe8k2_half", "full_dense", 1.15),
+    ("full: ours MoE 1/4 / ours dense (equal active)", "full_moe4k1", "full_dense", 1.10),
 ]
 _GUIDED_TARGET = 1.10  # guided / unguided full step, per --guided-config
 _DEFAULT_GUIDED = ("moe_hier.yaml", "moe_guided.yaml")
