@@ -33,12 +33,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from moe_asr.data.labels import LabelVocab
 from moe_asr.data.tokenizer import Tokenizer
 from moe_asr.errors import UserError
 from moe_asr.files import atomic_write_text
+from moe_asr.nn.conformer import ConvModule
 from moe_asr.nn.moe import MoEFeedForward
 from moe_asr.package import PACKAGE_FORMAT
 from moe_asr.train.checkpoint import CheckpointError, load_checkpoint
@@ -105,6 +107,7 @@ class _Source:
     kind: str
     tokens: list[str] | None  # None: the init model's tokenizer is unknown
     label_vocab: LabelVocab | None
+    causal_conv: bool | None = None  # the init model streams (causal convolution); None: unknown
 
 
 def init_from(
@@ -149,6 +152,15 @@ def init_from(
         report.notes.append(
             f"guidance tensors of label(s) {', '.join(other_labels)} not loaded: "
             "the init model has another vocabulary of their values"
+        )
+    causal = {m.causal for m in model.modules() if isinstance(m, ConvModule)}
+    if src.causal_conv is not None and causal and causal != {src.causal_conv}:
+        kinds = ("centred", "causal") if not src.causal_conv else ("causal", "centred")
+        report.notes.append(
+            f"depthwise convolutions: the init model's are {kinds[0]}, this model's "
+            f"{kinds[1]}; their kernels load as they are, shifted by (kernel - 1) / 2 frames, so "
+            "expect a high first loss (a streaming model is better trained from scratch or from "
+            "a streaming model)"
         )
     dense_ffns = {
         name
@@ -230,7 +242,7 @@ def _read_source(path: Path) -> _Source:
     if obj.get("format") == PACKAGE_FORMAT and isinstance(obj.get("model_state"), dict):
         tokens = Tokenizer.from_bytes(obj["tokenizer"]).tokens
         vocab = LabelVocab.from_dict(obj["label_vocab"]) if obj.get("label_vocab") else None
-        return _Source(dict(obj["model_state"]), "package", list(tokens), vocab)
+        return _Source(dict(obj["model_state"]), "package", list(tokens), vocab, _streams(obj))
     if isinstance(obj.get("model"), dict) and "config_yaml" in obj:
         # a trainer checkpoint: EXP/checkpoints/X.pt; the exp dir holds tokenizer and labels
         exp = path.resolve().parent.parent
@@ -241,8 +253,18 @@ def _read_source(path: Path) -> _Source:
         if (exp / "label_vocab.json").is_file():
             data = json.loads((exp / "label_vocab.json").read_text(encoding="utf-8"))
             vocab = LabelVocab.from_dict(data) if data else None
-        return _Source(dict(obj["model"]), "checkpoint", tokens, vocab)
+        return _Source(dict(obj["model"]), "checkpoint", tokens, vocab, _streams(obj))
     raise InitError(
         f"{path}: not a moe_asr model package or training checkpoint "
         f"(format {obj.get('format')!r}, keys {', '.join(sorted(map(str, obj))[:5])}); {expected}"
     )
+
+
+def _streams(obj: dict) -> bool | None:
+    """Whether the saved model's config enables streaming (causal convolution; a config
+    without the section predates streaming); None if there is no readable model config."""
+    try:
+        model = yaml.safe_load(obj["config_yaml"])["model"]
+        return bool((model.get("streaming") or {}).get("enabled", False))
+    except (KeyError, TypeError, AttributeError, yaml.YAMLError):
+        return None

@@ -4,6 +4,7 @@ work, token/label-indexed layers are not loaded across vocabularies, bad files a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -262,3 +263,20 @@ def test_dense_init_of_a_guided_moe_leaves_guidance_new_without_notes(tmp_path):
     report = init_from(guided, path, tokenizer=TOK)
     assert "guidance.embed.accent.weight" in report.new
     assert report.notes == [] and report.skipped == []
+
+
+def test_init_across_centred_and_causal_convolutions_is_noted(tmp_path):
+    dense = _cfg("dense")
+    streaming = dataclasses.replace(
+        dense, streaming=dataclasses.replace(dense.streaming, enabled=True)
+    )
+    centred_pkg = _package(tmp_path, dense, _model(dense, 0), name="centred.pt")
+    causal_pkg = _package(tmp_path, streaming, _model(streaming, 0), name="causal.pt")
+    to_causal = init_from(_model(streaming, 1), centred_pkg, tokenizer=TOK)
+    to_centred = init_from(_model(dense, 1), causal_pkg, tokenizer=TOK)
+    same = init_from(_model(streaming, 1), causal_pkg, tokenizer=TOK)
+    assert any("init model's are centred, this model's causal" in n for n in to_causal.notes)
+    assert any("init model's are causal, this model's centred" in n for n in to_centred.notes)
+    assert not any("convolutions" in n for n in same.notes)
+    assert "depthwise convolutions" in to_causal.summary()
+    assert not to_causal.skipped  # same shapes: still loaded, only noted
