@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.tools.tool_module import load_tool
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location(
-        "collect_results", REPO / "tools" / "collect_results.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("collect_results")
 
 
 def _exp(root: Path, name: str, steps: int, init: str | None = None) -> Path:

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.tools.tool_module import load_tool
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location(
-        "profile_step", REPO / "tools" / "profile_step.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("profile_step")
 
 
 def test_forward_ranges_label_each_feed_forward_router_and_expert_call():
