@@ -91,20 +91,15 @@ def _label_forward(model: nn.Module) -> None:
         module.register_forward_pre_hook(enter)
         module.register_forward_hook(leave)
 
+    experts = {id(e) for m in model.modules() if isinstance(m, MoEFeedForward) for e in m.experts}
     for module in model.encoder.modules():
         if isinstance(module, MoEFeedForward):
             label(module, "moe_ffn")
             label(module.router, "router")
             for expert in module.experts:
                 label(expert, "experts")
-        elif isinstance(module, FeedForward) and not _is_expert(model, module):
+        elif isinstance(module, FeedForward) and id(module) not in experts:
             label(module, "dense_ffn")
-
-
-def _is_expert(model: nn.Module, ffn: nn.Module) -> bool:
-    return any(
-        ffn is e for m in model.modules() if isinstance(m, MoEFeedForward) for e in m.experts
-    )
 
 
 def _category(op: str) -> str:
