@@ -36,6 +36,7 @@ import torch
 import yaml
 from torch import nn
 
+from moe_asr.config import ConfigError, config_from_dict
 from moe_asr.data.labels import LabelVocab
 from moe_asr.data.tokenizer import Tokenizer
 from moe_asr.errors import UserError
@@ -261,10 +262,9 @@ def _read_source(path: Path) -> _Source:
 
 
 def _streams(obj: dict) -> bool | None:
-    """Whether the saved model's config enables streaming (causal convolution; a config
-    without the section predates streaming); None if there is no readable model config."""
+    """Whether the saved model's config enables streaming (causal convolution); None if
+    the config cannot be read."""
     try:
-        model = yaml.safe_load(obj["config_yaml"])["model"]
-        return bool((model.get("streaming") or {}).get("enabled", False))
-    except (KeyError, TypeError, AttributeError, yaml.YAMLError):
+        return config_from_dict(yaml.safe_load(obj["config_yaml"])).model.streaming.enabled
+    except (KeyError, TypeError, AttributeError, yaml.YAMLError, ConfigError):
         return None
