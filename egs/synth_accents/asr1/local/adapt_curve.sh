@@ -15,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ../../../recipes/path.sh
+. local/curve_lib.sh
 
 data=data_g
 accents=${ACCENTS:-"sv tr"}
@@ -27,7 +28,6 @@ read -r -a adapt_args <<< "${ADAPT_ARGS:-}"
 tag=${TAG:-}
 [ -z "${ADAPT_ARGS:-}" ] || [ -n "$tag" ] || { echo "$0: ADAPT_ARGS needs a TAG" >&2; exit 1; }
 [ $# -gt 0 ] || set -- exp_g/moe_hier_from_moe_char
-decode_opts=(--mode ctc_prefix_beam --lm "$data/lm/3gram.arpa" --threads 2 --no-progress)
 subsets=$data/test_unseen_by_accent
 
 for acc in $accents; do
@@ -39,28 +39,14 @@ for acc in $accents; do
   [ -s "$data/adapt_$acc/wav.scp" ] || moe-asr synth "$data/adapt_$acc" --split train \
     --num-utts "$adapt_utts" --accents "$acc" --noise clean,white,pink,babble --snrs 10,20 \
     --seed 0 --nj 2 > "$data/adapt_$acc.log" 2>&1
-  [ -f "$subsets/$acc/text" ] || python - "$data/test_unseen" "$acc" "$subsets/$acc" <<'PY'
-import sys
-
-from moe_asr.data.datadir import load_datadir, subset_datadir, write_datadir
-
-src, accent, out = sys.argv[1:]
-dd = load_datadir(src)
-write_datadir(subset_datadir(dd, [u for u, a in dd.groups["accent"].items() if a == accent]), out)
-PY
+  accent_subset "$data/test_unseen" "$acc" "$subsets/$acc"
 done
-
-decode() {  # MODEL DATA OUT: decode and score label-free
-  [ -f "$3/wer.json" ] && return
-  moe-asr decode --model "$1" --data "$2" "${decode_opts[@]}" --out "$3" --overwrite > "$3.log" 2>&1
-  moe-asr score --ref "$2/text" --hyp "$3/hyp.txt" --out "$3" --overwrite > "$3.score.log" 2>&1
-}
 
 for exp in "$@"; do
   out="$exp/adapt"
   mkdir -p "$out"
   for acc in $accents; do
-    decode "$exp/model.pt" "$subsets/$acc" "$out/decode_${acc}_none"
+    decode_and_score "$exp/model.pt" "$subsets/$acc" "$out/decode_${acc}_none"
     for m in $minutes; do
       for p in $params; do
         name="${acc}_${p/+/_}_${m}m$tag"
@@ -70,9 +56,9 @@ for exp in "$@"; do
             --exp "$out/${name}_run" --out "$out/$name.pt" --overwrite \
             ${adapt_args[@]+"${adapt_args[@]}"} > "$out/$name.log" 2>&1
         fi
-        decode "$out/$name.pt" "$subsets/$acc" "$out/decode_$name"
+        decode_and_score "$out/$name.pt" "$subsets/$acc" "$out/decode_$name"
         if [ "$m" = "$minutes_seen" ] && [ "$p" != router+experts ]; then
-          decode "$out/$name.pt" "$data/test" "$out/decode_${name}_test"
+          decode_and_score "$out/$name.pt" "$data/test" "$out/decode_${name}_test"
         fi
       done
     done

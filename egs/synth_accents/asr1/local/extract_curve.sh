@@ -10,32 +10,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ../../../recipes/path.sh
+. local/curve_lib.sh
 
 data=data_g
 accents=${ACCENTS:-"fr es en-us-nyc"}
 coverages=${COVERAGES:-"0.8 0.9 0.95 0.99"}
 [ $# -gt 0 ] || set -- exp_g/moe_char exp_g/moe_est_char exp_g/moe_hier_char
-decode_opts=(--mode ctc_prefix_beam --lm "$data/lm/3gram.arpa" --threads 2 --no-progress)
 subsets=$data/test_by_accent
 
 for acc in $accents; do  # the accent's test utterances as a data dir of their own
-  [ -f "$subsets/$acc/text" ] || python - "$data/test" "$acc" "$subsets/$acc" <<'PY'
-import sys
-
-from moe_asr.data.datadir import load_datadir, subset_datadir, write_datadir
-
-src, accent, out = sys.argv[1:]
-dd = load_datadir(src)
-write_datadir(subset_datadir(dd, [u for u, a in dd.groups["accent"].items() if a == accent]), out)
-PY
+  accent_subset "$data/test" "$acc" "$subsets/$acc"
 done
-
-decode() {  # MODEL ACCENT OUT: decode and score the accent's test utterances
-  moe-asr decode --model "$1" --data "$subsets/$2" "${decode_opts[@]}" --out "$3" \
-    --overwrite > "$3.log" 2>&1
-  moe-asr score --ref "$subsets/$2/text" --hyp "$3/hyp.txt" --out "$3" --overwrite \
-    > "$3.score.log" 2>&1
-}
 
 for exp in "$@"; do
   out="$exp/extract"
@@ -43,14 +28,14 @@ for exp in "$@"; do
   mode=(--accent)
   if grep -q "group_router: true" "$exp/config.yaml"; then mode=(--group-of); fi
   for acc in $accents; do
-    [ -f "$out/decode_${acc}_full/wer.json" ] || decode "$exp/model.pt" "$acc" "$out/decode_${acc}_full"
+    decode_and_score "$exp/model.pt" "$subsets/$acc" "$out/decode_${acc}_full"
     for cov in $coverages; do
       pkg="$out/${acc}_cov$cov.pt"
       dec="$out/decode_${acc}_cov$cov"
       [ -f "$dec/wer.json" ] && continue
       moe-asr extract --model "$exp/model.pt" --data "$data/dev" "${mode[@]}" "$acc" \
         --coverage "$cov" --out "$pkg" --overwrite --no-progress > "$out/${acc}_cov$cov.log"
-      decode "$pkg" "$acc" "$dec"
+      decode_and_score "$pkg" "$subsets/$acc" "$dec"
     done
   done
 done
