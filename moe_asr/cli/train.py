@@ -263,6 +263,19 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
         help="audio per epoch at least: a smaller selection is listed repeatedly (0 = off)",
     )
     p.add_argument(
+        "--replay-data",
+        default=None,
+        help="data dir of the values the model already serves (e.g. its training data, with "
+        "utt2<NAME>): a seeded draw of it trains beside the new value so that the shared "
+        "routers and experts keep serving them (rehearsal)",
+    )
+    p.add_argument(
+        "--replay-ratio",
+        type=float,
+        default=1.0,
+        help="replay audio per second of the new value's audio in an epoch (default 1)",
+    )
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -298,6 +311,8 @@ def _run_adapt(args: argparse.Namespace) -> int:
             steps=args.steps,
             seed=args.seed,
             epoch_minutes=args.epoch_minutes,
+            replay_data=Path(args.replay_data) if args.replay_data else None,
+            replay_ratio=args.replay_ratio,
             overrides=list(args.overrides),
             exp_dir=Path(args.exp) if args.exp else None,
             out=Path(args.out),
@@ -307,6 +322,8 @@ def _run_adapt(args: argparse.Namespace) -> int:
     )
     p = r.plan
     group = f"; group {p['group']} ({p['group_from']})" if p["group"] else ""
+    if p["replay_utts"]:
+        group += f"; {len(p['replay_utts'])} replay utterances ({p['replay_seconds'] / 60:.2f} min)"
     print(
         f"{r.path}: {p['label']}={p['value']} from {len(p['utts'])} utterances "
         f"({p['seconds'] / 60:.2f} min){group}; {r.stopped_because}; {r.steps} updates of "

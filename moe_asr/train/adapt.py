@@ -8,6 +8,9 @@
    ``EXP/adapt/data`` has ``utt2<label>`` = the value everywhere (the user's dir is never
    modified); a small set is listed repeatedly (``<utt>_rN``) so that an epoch holds at
    least ``epoch_minutes`` of audio. Without ``dev_data`` the dev set is the selection.
+   With ``replay_data`` (``moe_asr.train.adapt_data.replay_selection``), ``replay_ratio`` x
+   an epoch's audio of utterances of the values the model already knows trains beside it,
+   with their own labels, so that shared routers and experts keep serving them.
 2. **Vocabulary**: a new value is appended to the label's vocabulary (ids keep their
    meaning); ``LabelGuidance.grown_rows`` grows embedding and estimate-head rows. With
    expert groups of the label (router loss, hard groups, group routers) the value joins an
@@ -31,7 +34,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,16 @@ import torch
 from moe_asr.config import TRAINABLE_SETS, Config, ConfigError, apply_overrides, validate_config
 from moe_asr.errors import UserError
 from moe_asr.files import DirLock, atomic_write_text
+from moe_asr.train.adapt_data import (
+    AdaptDataError,
+    load_replay,
+    repeat_datadir,
+    replay_selection,
+    select_minutes,
+    select_value,
+    subset,
+    value_durations,
+)
 from moe_asr.train.trainable import set_trainable
 
 __all__ = [
@@ -61,22 +73,6 @@ class AdaptError(UserError):
     """An adaptation cannot be made (bad model, label, data, budget or output)."""
 
 
-def select_minutes(durations: dict[str, float], minutes: float | None, seed: int) -> list[str]:
-    """Sorted ids totalling at most ``minutes`` (None: all): the longest prefix of the ids in
-    the random order of ``seed`` that fits. Deterministic, and nested in ``minutes``."""
-    order = sorted(durations)
-    random.Random(seed).shuffle(order)
-    if minutes is None:
-        return sorted(order)
-    budget, total, out = minutes * 60.0, 0.0, []
-    for u in order:
-        if total + durations[u] > budget + 1e-6:
-            break
-        total += durations[u]
-        out.append(u)
-    return sorted(out)
-
-
 @dataclass(kw_only=True)
 class AdaptSetup:
     model: Path  # the package to adapt
@@ -92,6 +88,8 @@ class AdaptSetup:
     seed: int = 0
     steps: int = 200  # updates
     epoch_minutes: float = 10.0  # audio per epoch at least (repeats a small set); 0 = off
+    replay_data: Path | None = None  # data of the values the model knows, trained beside
+    replay_ratio: float = 1.0  # replay audio per second of the new value's audio per epoch
     overrides: list[str] = field(default_factory=list)  # --set KEY=VALUE (train./data.)
     overwrite: bool = False
     resume: bool = False
@@ -125,14 +123,20 @@ def adapt_model(setup: AdaptSetup) -> AdaptResult:
     stored = _check_exp(setup, exp, work)
     cfg = _adapt_config(setup, pkg.config, work / "base.pt")
     dd = load_datadir(setup.train_data)
-    durations = _value_durations(setup, dd, cfg)
-    utts = _select(setup, durations)
+    try:
+        durations = value_durations(dd, setup.label, setup.value, cfg.data)
+        where = f"{setup.train_data} ({setup.label}={setup.value})"
+        utts = select_value(durations, setup.minutes, setup.seed, where)
+    except AdaptDataError as e:
+        raise AdaptError(str(e)) from e
     if setup.dev_data is not None:
         load_datadir(setup.dev_data)  # a bad dev dir fails now, not after the work files
-    selection = _subset(dd, utts)
+    selection = subset(dd, utts)
     selection.groups[setup.label] = {u: setup.value for u in utts}
     selection.utt2dur = {u: durations[u] for u in utts}
     plan = _plan(setup, exp, utts, durations)
+    plan.update(_replay_plan(setup, plan, cfg))
+    train_dir = _train_datadir(setup, selection, plan)
     if stored is not None:
         _same_run(stored, plan, exp)
         plan.update({k: stored[k] for k in ("group", "group_from", "group_probs")})
@@ -146,7 +150,7 @@ def adapt_model(setup: AdaptSetup) -> AdaptResult:
         if stored is None:
             for d in ("data", "dev"):
                 shutil.rmtree(work / d, ignore_errors=True)  # an earlier attempt's (--overwrite)
-            write_datadir(_repeat(selection, plan["repeats"]), work / "data")
+            write_datadir(train_dir, work / "data")
             if setup.dev_data is None:
                 write_datadir(selection, work / "dev")
             pkg.tokenizer.save(work / "tokenizer")
@@ -206,6 +210,11 @@ def _check_options(setup: AdaptSetup, out: Path) -> None:
         raise AdaptError(f"--steps {setup.steps}: must be >= 1 (the number of updates)")
     if setup.epoch_minutes < 0:
         raise AdaptError(f"--epoch-minutes {setup.epoch_minutes:g}: must be >= 0 (0 = off)")
+    if not setup.replay_ratio > 0:
+        raise AdaptError(
+            f"--replay-ratio {setup.replay_ratio:g}: must be > 0 (e.g. 1: as much replay "
+            "audio as adaptation audio); to train without replay, drop --replay-data"
+        )
     if not setup.label or not setup.value:
         raise AdaptError("--label: expected NAME=VALUE, e.g. --label accent=pt")
     if out.exists() and out.resolve() == Path(setup.model).resolve():
@@ -279,77 +288,6 @@ def _short(value) -> str:
 # ----------------------------------------------------------------------------- data
 
 
-def _value_durations(setup: AdaptSetup, dd, cfg: Config) -> dict[str, float]:
-    """utt -> seconds of the usable utterances of the label value in ``dd``."""
-    from moe_asr.data.dataset import AsrDataset
-
-    table = dd.groups.get(setup.label)
-    utts = dd.utt_ids
-    if table is not None:
-        utts = [u for u in utts if table.get(u) == setup.value]
-        if not utts:
-            present = ", ".join(sorted(set(table.values()))) or "none"
-            raise AdaptError(
-                f"{setup.label} {setup.value}: no utterance in {setup.train_data}/utt2"
-                f"{setup.label} has it (values there: {present}); pass --label "
-                f"{setup.label}=<one of them>, or a dir without utt2{setup.label} (then every "
-                "utterance is the new value)"
-            )
-    sub = _subset(dd, utts)
-    ds = AsrDataset(sub, None, None, cfg.data, train=False)
-    limit = cfg.data.max_utt_seconds
-    return {u: d for u, d in ds.audio_durations.items() if d <= limit}
-
-
-def _subset(dd, utts):
-    from moe_asr.data.datadir import subset_datadir
-
-    sub = subset_datadir(dd, utts)
-    sub.path = dd.path
-    return sub
-
-
-def _select(setup: AdaptSetup, durations: dict[str, float]) -> list[str]:
-    where = f"{setup.train_data} ({setup.label}={setup.value})"
-    have = sum(durations.values()) / 60
-    if not durations:
-        raise AdaptError(f"{where}: no usable utterance (audio unreadable or too long)")
-    if setup.minutes is not None and have < setup.minutes:
-        raise AdaptError(
-            f"{where}: has {have:.2f} minutes in {len(durations)} utterances, fewer than "
-            f"--minutes {setup.minutes:g}; pass --minutes {math.floor(have * 100) / 100:g} or "
-            "less, or more data"
-        )
-    utts = select_minutes(durations, setup.minutes, setup.seed)
-    if not utts:
-        raise AdaptError(
-            f"{where}: the first utterance drawn with --seed {setup.seed} is longer than "
-            f"--minutes {setup.minutes:g}; pass more --minutes or another --seed"
-        )
-    return utts
-
-
-def _repeat(dd, times: int):
-    """``dd`` with every utterance listed ``times`` times (copies ``<utt>_r2``, ...)."""
-    if times <= 1:
-        return dd
-    out = copy.deepcopy(dd)
-    for k in range(2, times + 1):
-        for u in dd.utt_ids:
-            c = f"{u}_r{k}"
-            out.text[c], out.utt2spk[c] = dd.text[u], dd.utt2spk[u]
-            if dd.segments is not None:
-                out.segments[c] = dd.segments[u]
-            else:
-                out.wav_scp[c] = dd.wav_scp[u]
-            if dd.utt2dur is not None:
-                out.utt2dur[c] = dd.utt2dur[u]
-            for table in (*out.groups.values(), *out.extra.values()):
-                if u in table:
-                    table[c] = table[u]
-    return out
-
-
 def _plan(setup: AdaptSetup, exp: Path, utts: list[str], durations: dict[str, float]) -> dict:
     """The options and selection of this run (resume compares them), without the group."""
     seconds = sum(durations[u] for u in utts)
@@ -367,10 +305,45 @@ def _plan(setup: AdaptSetup, exp: Path, utts: list[str], durations: dict[str, fl
         "epoch_minutes": setup.epoch_minutes,
         "overrides": list(setup.overrides),
         "group_option": setup.group,
+        "replay_data": str(Path(setup.replay_data).resolve()) if setup.replay_data else None,
+        "replay_ratio": setup.replay_ratio if setup.replay_data else None,
         "seconds": round(seconds, 3),
         "repeats": max(1, math.ceil(target / seconds)) if target > 0 else 1,
         "utts": utts,
     }
+
+
+def _replay_plan(setup: AdaptSetup, plan: dict, cfg: Config) -> dict:
+    """The replay utterances (``replay_ratio`` x an epoch of the new value's audio)."""
+    if setup.replay_data is None:
+        return {"replay_utts": [], "replay_seconds": 0.0, "replay_values": {}}
+    target = setup.replay_ratio * plan["seconds"] * plan["repeats"]
+    try:
+        utts, seconds, values = replay_selection(
+            Path(setup.replay_data), setup.label, setup.value, target, setup.seed, cfg.data
+        )
+    except AdaptDataError as e:
+        raise AdaptError(str(e)) from e
+    return {"replay_utts": utts, "replay_seconds": round(seconds, 3), "replay_values": values}
+
+
+def _train_datadir(setup: AdaptSetup, selection, plan: dict):
+    """The training data: the selection, repeated, beside the drawn replay utterances."""
+    from moe_asr.data.datadir import DataDirError, combine_datadirs
+
+    train = repeat_datadir(selection, plan["repeats"])
+    if not plan["replay_utts"]:
+        return train
+    assert setup.replay_data is not None
+    replay = load_replay(Path(setup.replay_data), plan["replay_utts"])
+    try:
+        return combine_datadirs([train, replay])
+    except DataDirError as e:
+        raise AdaptError(
+            f"--replay-data {setup.replay_data}: cannot train beside {setup.train_data} ({e}); "
+            "pass a replay dir laid out as the adaptation data (both with or both without "
+            "segments, distinct utterance ids)"
+        ) from e
 
 
 # ----------------------------------------------------------------------------- model

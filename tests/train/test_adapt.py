@@ -272,6 +272,38 @@ def _table(path) -> dict[str, str]:
     return dict(line.split(maxsplit=1) for line in path.read_text().splitlines())
 
 
+def test_replay_trains_known_values_beside_the_new_one_with_their_labels(env, tmp_path):
+    r = adapt_model(
+        _setup(env, tmp_path, minutes=0.02, replay_data=env["mixed"], replay_ratio=1.5, steps=1)
+    )
+    plan = r.plan
+    mixed = _table(env["mixed"] / "utt2accent")
+    replay = plan["replay_utts"]
+    assert replay and all(mixed[u] in ("x", "y") for u in replay)  # never the new value
+    budget = 1.5 * plan["seconds"] * plan["repeats"]
+    durs = {u: float(d) for u, d in _table(env["mixed"] / "utt2dur").items()}
+    assert plan["replay_seconds"] == pytest.approx(sum(durs[u] for u in replay), abs=1e-3)
+    assert plan["replay_seconds"] <= budget + 1e-6
+    assert sum(plan["replay_values"].values()) == len(replay)
+    # the training data: the selection labelled with the new value, the replay with its own
+    labels = _table(r.exp_dir / "adapt" / "data" / "utt2accent")
+    assert set(labels) == set(plan["utts"]) | set(replay)
+    assert all(labels[u] == "pt" for u in plan["utts"])
+    assert all(labels[u] == mixed[u] for u in replay)
+    # the draw is the seed's: the same again, another seed another
+    from moe_asr.config import DataConfig
+    from moe_asr.train.adapt_data import AdaptDataError, replay_selection
+
+    again = replay_selection(env["mixed"], "accent", "pt", budget, 0, DataConfig())
+    assert again[0] == replay
+    others = {tuple(replay_selection(env["mixed"], "accent", "pt", budget, s, DataConfig())[0])
+              for s in range(1, 6)}  # fmt: skip
+    assert others - {tuple(replay)}
+    only_new = make_tone_corpus(tmp_path / "only_pt", TEXTS[:2], accents=["pt"], prefix="o")
+    with pytest.raises(AdaptDataError, match="no usable utterance of a accent other than pt"):
+        replay_selection(only_new, "accent", "pt", budget, 0, DataConfig())
+
+
 def test_bad_input_gives_one_line_errors_and_writes_nothing(env, tmp_path, capsys):
     out = tmp_path / "o.pt"
     base = ["adapt", "--train-data", str(env["new"]), "--out", str(out)]
@@ -299,6 +331,10 @@ def test_bad_input_gives_one_line_errors_and_writes_nothing(env, tmp_path, capsy
         (["adapt", "--model", str(tmp_path / "none.pt"), "--train-data", str(env["new"]),
           "--label", "accent=pt", "--out", str(out)], "does not exist", "moe-asr average"),
         ([*flat, "--label", "accent=pt", "--resume"], "nothing to resume", "drop --resume"),
+        ([*flat, "--label", "accent=pt", "--replay-data", str(env["new"])], "has no utt2accent",
+         "labelled with the accent values"),
+        ([*flat, "--label", "accent=pt", "--replay-data", str(env["mixed"]), "--replay-ratio",
+          "0"], "--replay-ratio 0: must be > 0", "drop --replay-data"),
     ]  # fmt: skip
     for argv, what, hint in cases:
         capsys.readouterr()
