@@ -286,15 +286,18 @@ class MoEFeedForward(nn.Module):
     def _dispatch(self, x: Tensor, idx: Tensor, weight: Tensor) -> Tensor:
         """x: (N, D), idx/weight: (N, k) -> (N, D) = sum_k weight * expert_idx(x)."""
         n, k = idx.shape
+        token_of = None  # k = 1: assignment a is frame a
         if self.capacity_factor > 0:
             # choice-major order: all first choices, then all second choices, ...
             flat_e = idx.t().reshape(-1)  # (k*N,)
             flat_w = weight.t().reshape(-1)
-            token_of = torch.arange(n, device=x.device).repeat(k)
+            if k > 1:
+                token_of = torch.arange(n, device=x.device).repeat(k)
         else:
             flat_e = idx.reshape(-1)  # (N*k,)
             flat_w = weight.reshape(-1)
-            token_of = torch.arange(n, device=x.device).repeat_interleave(k)
+            if k > 1:
+                token_of = torch.arange(n, device=x.device).repeat_interleave(k)
         order = torch.argsort(flat_e, stable=True)  # assignments grouped by expert
         counts = torch.bincount(flat_e, minlength=self.num_experts)  # (E,)
         if self.capacity_factor > 0:
@@ -303,7 +306,7 @@ class MoEFeedForward(nn.Module):
             rank = torch.arange(order.numel(), device=x.device) - starts.repeat_interleave(counts)
             order = order[rank < cap]
             counts = counts.clamp(max=cap)
-        tokens = token_of.index_select(0, order)
+        tokens = order if token_of is None else token_of.index_select(0, order)
         xs = x.index_select(0, tokens)  # (A, D), contiguous per expert
         # with autograd on, every expert runs (maybe on 0 rows) so that all parameters get a
         # gradient (DDP without find_unused_parameters); without it, empty experts are skipped
@@ -313,7 +316,12 @@ class MoEFeedForward(nn.Module):
             for expert, chunk in zip(self.experts, xs.split(counts.tolist()), strict=True)
             if grad or chunk.shape[0]
         ]
-        ys = torch.cat(outs) * flat_w.index_select(0, order)[:, None]
+        ys = torch.cat(outs)
+        if k == 1 and self.capacity_factor == 0:
+            # a permutation of the frames: put the rows back, then weight them in frame order
+            # (the same products as below, without the zero fill and the weights' gather)
+            return torch.empty_like(ys).index_copy(0, tokens, ys) * weight
+        ys = ys * flat_w.index_select(0, order)[:, None]
         return torch.zeros_like(x, dtype=ys.dtype).index_add_(0, tokens, ys)
 
     def _small_batch_weights(self, n: int) -> list[_ExpertWeights] | None:

@@ -64,6 +64,23 @@ def test_dispatch_matches_dense_reference(top_k):
 
 
 @pytest.mark.parametrize("top_k", [1, 2])
+def test_dispatch_gradients_match_the_dense_reference(top_k):
+    """The sorted dispatch (k = 1: a permutation put back) is differentiated as the dense
+    every-expert-on-every-frame combination: same input, router and expert gradients."""
+    grads = []
+    for fn in ("dispatch", "reference"):
+        torch.manual_seed(5)
+        moe = MoEFeedForward(D, FF, num_experts=4, top_k=top_k)
+        x = torch.randn(3, 10, D, requires_grad=True)
+        mask = _mask([10, 7, 3], 10)
+        y = moe(x, mask)[0] if fn == "dispatch" else _reference(moe, x, mask)
+        (y * torch.linspace(-1, 1, D)).pow(2).sum().backward()
+        grads.append([x.grad, *(p.grad for p in moe.parameters())])
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
 def test_gradients_reach_router_and_used_experts(top_k):
     torch.manual_seed(2)
     moe = MoEFeedForward(D, FF, num_experts=4, top_k=top_k)
