@@ -551,7 +551,7 @@ def test_example_hierarchical_configs_build_with_the_size_of_moe_yaml():
 
     conf = Path(__file__).parent.parent / "egs/synth_accents/asr1/conf"
     active = {}
-    for name in ("moe", "moe_hier", "moe_hier_shared", "moe_2of8"):
+    for name in ("moe", "moe_hier", "moe_hier_shared", "moe_hier_pairs", "moe_2of8"):
         cfg = load_config(conf / f"{name}.yaml").model
         vocab = placeholder_vocab(cfg.moe.guidance, 4) if cfg.moe.guidance.labels else None
         model = build_model(cfg, 40, vocab)
@@ -560,6 +560,7 @@ def test_example_hierarchical_configs_build_with_the_size_of_moe_yaml():
         if vocab is not None:  # every accent of the synthetic corpus has a family
             groups = model.guidance.label_groups
             assert groups.families and len(vocab.values["accent"]) == 17
-            assert len(groups.names) == model.cfg.moe.num_experts // 2
-    for name in ("moe_hier", "moe_hier_shared", "moe_2of8"):  # equal up to the extra biases
+            num_groups = {"moe_hier": 2, "moe_hier_shared": 4, "moe_hier_pairs": 8}[name]
+            assert len(groups.names) == num_groups
+    for name in ("moe_hier", "moe_hier_shared", "moe_hier_pairs", "moe_2of8"):  # up to biases
         assert abs(active[name] - active["moe"]) / active["moe"] < 0.001, active
