@@ -322,7 +322,7 @@ def _run_adapt(args: argparse.Namespace) -> int:
     )
     p = r.plan
     group = f"; group {p['group']} ({p['group_from']})" if p["group"] else ""
-    if p["replay_utts"]:
+    if p.get("replay_utts"):
         group += f"; {len(p['replay_utts'])} replay utterances ({p['replay_seconds'] / 60:.2f} min)"
     print(
         f"{r.path}: {p['label']}={p['value']} from {len(p['utts'])} utterances "

@@ -316,7 +316,7 @@ def _plan(setup: AdaptSetup, exp: Path, utts: list[str], durations: dict[str, fl
 def _replay_plan(setup: AdaptSetup, plan: dict, cfg: Config) -> dict:
     """The replay utterances (``replay_ratio`` x an epoch of the new value's audio)."""
     if setup.replay_data is None:
-        return {"replay_utts": [], "replay_seconds": 0.0, "replay_values": {}}
+        return {}  # no keys: a run stored before replay existed resumes
     target = setup.replay_ratio * plan["seconds"] * plan["repeats"]
     try:
         utts, seconds, values = replay_selection(
@@ -332,7 +332,7 @@ def _train_datadir(setup: AdaptSetup, selection, plan: dict):
     from moe_asr.data.datadir import DataDirError, combine_datadirs
 
     train = repeat_datadir(selection, plan["repeats"])
-    if not plan["replay_utts"]:
+    if not plan.get("replay_utts"):
         return train
     assert setup.replay_data is not None
     replay = load_replay(Path(setup.replay_data), plan["replay_utts"])
