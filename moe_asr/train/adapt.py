@@ -45,7 +45,7 @@ from moe_asr.errors import UserError
 from moe_asr.files import DirLock, atomic_write_text
 from moe_asr.train.adapt_data import (
     AdaptDataError,
-    load_replay,
+    ReplayDraw,
     repeat_datadir,
     replay_selection,
     select_minutes,
@@ -135,8 +135,15 @@ def adapt_model(setup: AdaptSetup) -> AdaptResult:
     selection.groups[setup.label] = {u: setup.value for u in utts}
     selection.utt2dur = {u: durations[u] for u in utts}
     plan = _plan(setup, exp, utts, durations)
-    plan.update(_replay_plan(setup, plan, cfg))
-    train_dir = _train_datadir(setup, selection, plan)
+    replay = _replay(setup, plan, cfg)
+    if replay is not None:
+        plan.update(
+            replay_utts=replay.utts,
+            replay_seconds=round(replay.seconds, 3),
+            replay_values=replay.values,
+        )
+    # a resumed run trains on the work data it wrote; a new one fails here on a clash first
+    train_dir = _train_datadir(setup, selection, plan, replay) if stored is None else None
     if stored is not None:
         _same_run(stored, plan, exp)
         plan.update({k: stored[k] for k in ("group", "group_from", "group_probs")})
@@ -150,6 +157,7 @@ def adapt_model(setup: AdaptSetup) -> AdaptResult:
         if stored is None:
             for d in ("data", "dev"):
                 shutil.rmtree(work / d, ignore_errors=True)  # an earlier attempt's (--overwrite)
+            assert train_dir is not None
             write_datadir(train_dir, work / "data")
             if setup.dev_data is None:
                 write_datadir(selection, work / "dev")
@@ -313,31 +321,30 @@ def _plan(setup: AdaptSetup, exp: Path, utts: list[str], durations: dict[str, fl
     }
 
 
-def _replay_plan(setup: AdaptSetup, plan: dict, cfg: Config) -> dict:
-    """The replay utterances (``replay_ratio`` x an epoch of the new value's audio)."""
+def _replay(setup: AdaptSetup, plan: dict, cfg: Config) -> ReplayDraw | None:
+    """The replay utterances (``replay_ratio`` x an epoch of the new value's audio); None
+    without ``replay_data`` (the plan then has no replay keys: a run stored before replay
+    existed resumes)."""
     if setup.replay_data is None:
-        return {}  # no keys: a run stored before replay existed resumes
+        return None
     target = setup.replay_ratio * plan["seconds"] * plan["repeats"]
     try:
-        utts, seconds, values = replay_selection(
+        return replay_selection(
             Path(setup.replay_data), setup.label, setup.value, target, setup.seed, cfg.data
         )
     except AdaptDataError as e:
         raise AdaptError(str(e)) from e
-    return {"replay_utts": utts, "replay_seconds": round(seconds, 3), "replay_values": values}
 
 
-def _train_datadir(setup: AdaptSetup, selection, plan: dict):
+def _train_datadir(setup: AdaptSetup, selection, plan: dict, replay: ReplayDraw | None):
     """The training data: the selection, repeated, beside the drawn replay utterances."""
     from moe_asr.data.datadir import DataDirError, combine_datadirs
 
     train = repeat_datadir(selection, plan["repeats"])
-    if not plan.get("replay_utts"):
+    if replay is None:
         return train
-    assert setup.replay_data is not None
-    replay = load_replay(Path(setup.replay_data), plan["replay_utts"])
     try:
-        return combine_datadirs([train, replay])
+        return combine_datadirs([train, replay.data])
     except DataDirError as e:
         raise AdaptError(
             f"--replay-data {setup.replay_data}: cannot train beside {setup.train_data} ({e}); "

@@ -18,6 +18,7 @@ import copy
 import math
 import random
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from moe_asr.config import DataConfig
 from moe_asr.errors import UserError
@@ -29,8 +30,8 @@ __all__ = [
     "select_value",
     "subset",
     "repeat_datadir",
+    "ReplayDraw",
     "replay_selection",
-    "load_replay",
 ]
 
 
@@ -133,12 +134,20 @@ def repeat_datadir(dd, times: int):
     return out
 
 
+class ReplayDraw(NamedTuple):
+    """The replay utterances drawn for an adaptation."""
+
+    utts: list[str]  # sorted ids
+    seconds: float  # their audio
+    values: dict[str, int]  # utterances per label value
+    data: Any  # the replay DataDir restricted to ``utts``
+
+
 def replay_selection(
     path: Path, label: str, value: str, seconds: float, seed: int, data: DataConfig
-) -> tuple[list[str], float, dict[str, int]]:
-    """(sorted utterance ids, their seconds, utterances per label value) of at most
-    ``seconds`` of audio from the replay dir ``path``, drawn by ``seed`` among its usable
-    utterances whose ``label`` is another value than ``value``.
+) -> ReplayDraw:
+    """At most ``seconds`` of audio from the replay dir ``path``, drawn by ``seed`` among its
+    usable utterances whose ``label`` is another value than ``value``.
 
     The dir needs ``utt2<label>``: without labels the guided parts would see the replay as
     unlabelled speech, not as the values they must keep serving."""
@@ -162,11 +171,5 @@ def replay_selection(
     counts: dict[str, int] = {}
     for u in utts:
         counts[table[u]] = counts.get(table[u], 0) + 1
-    return utts, sum(durations[u] for u in utts), dict(sorted(counts.items()))
-
-
-def load_replay(path: Path, utts: list[str]):
-    """The replay dir restricted to the drawn ``utts``."""
-    from moe_asr.data.datadir import load_datadir
-
-    return subset(load_datadir(path), utts)
+    seconds_drawn = sum(durations[u] for u in utts)
+    return ReplayDraw(utts, seconds_drawn, dict(sorted(counts.items())), subset(dd, utts))
