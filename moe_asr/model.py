@@ -148,7 +148,7 @@ class AsrModel(nn.Module):
             max_rel_pos=cfg.max_rel_pos,
             make_ffn=make_ffn,
             attention_dropout=cfg.attention_dropout,
-            causal_conv=cfg.streaming.enabled,
+            conv_mode=cfg.streaming.conv if cfg.streaming.enabled else "centred",
         )
         if moe.ffn_experts:
             built = [m.num_experts for m in self.encoder.modules() if isinstance(m, MoEFeedForward)]
@@ -187,7 +187,8 @@ class AsrModel(nn.Module):
     # ------------------------------------------------------------------ inference API
     @property
     def streaming(self) -> bool:
-        """Trained for streaming (causal convolution, chunk masks): can decode chunk by chunk."""
+        """Trained for streaming (chunk masks, a convolution that never reads a later chunk):
+        can decode chunk by chunk."""
         return self.cfg.streaming.enabled
 
     def forced_routing(
@@ -334,7 +335,7 @@ class AsrModel(nn.Module):
         if not self.cfg.streaming.enabled:
             raise UserError(
                 "chunked (streaming) decoding needs a model trained with "
-                "model.streaming.enabled=true (causal convolution, dynamic chunks); "
+                "model.streaming.enabled=true (dynamic chunks); "
                 "decode this model with full context (--chunk-frames 0)"
             )
         if chunk_frames < 1 or left_chunks < -1:

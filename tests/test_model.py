@@ -564,3 +564,24 @@ def test_example_hierarchical_configs_build_with_the_size_of_moe_yaml():
             assert len(groups.names) == num_groups
     for name in ("moe_hier", "moe_hier_shared", "moe_hier_pairs", "moe_2of8"):  # up to biases
         assert abs(active[name] - active["moe"]) / active["moe"] < 0.001, active
+
+
+def test_chunk_convolution_streaming_config_is_moe_yaml_plus_streaming():
+    """conf/moe_streaming_chunkconv.yaml differs from conf/moe_streaming.yaml only in the
+    convolution, and its weights are moe.yaml's tensor for tensor (a warm start)."""
+    import dataclasses
+    from pathlib import Path
+
+    from moe_asr.config import load_config
+
+    conf = Path(__file__).parent.parent / "egs/synth_accents/asr1/conf"
+    chunkconv = load_config(conf / "moe_streaming_chunkconv.yaml")
+    causal = load_config(conf / "moe_streaming.yaml")
+    assert chunkconv.model.streaming.conv == "chunk" and causal.model.streaming.conv == "causal"
+    same = dataclasses.replace(
+        chunkconv.model, streaming=dataclasses.replace(chunkconv.model.streaming, conv="causal")
+    )
+    assert same == causal.model and chunkconv.train == causal.train
+    plain = build_model(load_config(conf / "moe.yaml").model, 40, None).state_dict()
+    streaming = build_model(chunkconv.model, 40, None).state_dict()
+    assert {k: v.shape for k, v in plain.items()} == {k: v.shape for k, v in streaming.items()}

@@ -114,7 +114,11 @@ class StreamingConfig:
     else a chunk of ``min_chunk..max_chunk`` encoder frames (uniform) seeing ``left_chunks``
     chunks of history (-1 = all; ``dynamic_left_chunks``: drawn per batch from 0 up to all,
     as WeNet's dynamic left chunks, for decoding with limited history).
-    ``enabled`` also makes the depthwise convolution causal."""
+    ``conv``: the depthwise convolution of a streaming model. ``causal`` (U2++): it reads
+    frames t - kernel + 1 .. t. ``chunk`` (dynamic chunk convolution, Li et al. 2023): the
+    centred kernel of a non-streaming model, whose right context stops at the end of the
+    frame's chunk; with full context it is the non-streaming convolution, so full-context
+    accuracy is not traded away and a non-streaming model is a warm start."""
 
     enabled: bool = False
     min_chunk: int = 1
@@ -122,6 +126,7 @@ class StreamingConfig:
     full_context_prob: float = 0.5
     left_chunks: int = -1
     dynamic_left_chunks: bool = False
+    conv: str = "causal"  # causal | chunk
 
 
 @dataclass(kw_only=True)

@@ -13,6 +13,7 @@ __all__ = ["SECTIONS", "TRAINABLE_SETS", "validate_config", "waveform_augmentati
 
 # names the rest of the code accepts (kept here so that a typo fails before any work)
 _FFN = ("dense", "moe")
+_STREAMING_CONV = ("causal", "chunk")
 _SUBSAMPLING = (4, 6, 8)
 _SCHEDULERS = ("noam", "cosine", "constant")
 _TOKENIZERS = ("char", "bpe", "unigram")
@@ -112,6 +113,7 @@ def _check_model(c: _Checker, cfg: Config) -> None:
     c.positive("model.subsampling_channels", m.subsampling_channels)
     c.at_least("model.max_rel_pos", m.max_rel_pos, 1)
     c.choice("model.ffn", m.ffn, _FFN)
+    c.choice("model.streaming.conv", m.streaming.conv, _STREAMING_CONV)
     c.unit("model.ctc_weight", m.ctc_weight)
     c.unit("model.lsm_weight", m.lsm_weight, closed=False)
     d = m.decoder

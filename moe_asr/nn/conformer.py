@@ -7,8 +7,9 @@ the attention masks padded keys, the convolution module zeroes padded frames bef
 depthwise convolution and normalises with LayerNorm (per frame, no batch statistics).
 
 Streaming (``moe_asr.nn.streaming``): ``forward(..., chunk=c, left_chunks=k)`` adds the
-chunk mask; a model built with ``causal_conv`` uses a causal depthwise convolution, and
-``forward_chunk`` encodes one chunk at a time with an ``EncoderCache``. The front end has
+chunk mask; a model built with ``conv_mode`` causal or chunk has a depthwise convolution
+that never reads a later chunk, and ``forward_chunk`` encodes one chunk at a time with an
+``EncoderCache``. The front end has
 no time padding, so it streams as is: output frame t reads input frames
 ``[t * factor, t * factor + min_input_frames)``.
 """
@@ -28,6 +29,7 @@ from moe_asr.nn.streaming import EncoderCache, LayerCache, chunk_bias
 __all__ = [
     "Conv2dSubsampling",
     "ConvModule",
+    "CONV_MODES",
     "ConformerLayer",
     "ConformerEncoder",
     "lengths_to_mask",
@@ -97,42 +99,88 @@ class Conv2dSubsampling(nn.Module):
         return h, self.output_lengths(lens)
 
 
+CONV_MODES = ("centred", "causal", "chunk")
+
+
 class ConvModule(nn.Module):
     """Pointwise conv + GLU, depthwise conv, LayerNorm, Swish, pointwise conv.
 
-    ``forward(x (B, T, D), mask (B, T)) -> (B, T, D)``; padded frames are zeroed before
-    the depthwise convolution, so they cannot reach real frames. ``causal``: the depthwise
-    convolution reads frames t - kernel + 1 .. t only (streaming models).
+    ``forward(x (B, T, D), mask (B, T), chunk=0) -> (B, T, D)``; padded frames are zeroed
+    before the depthwise convolution, so they cannot reach real frames. ``mode`` of the
+    depthwise convolution: ``centred`` reads frames t - r .. t + r (r = kernel // 2);
+    ``causal`` reads t - kernel + 1 .. t; ``chunk`` (dynamic chunk convolution) is centred
+    but, given ``chunk`` > 0, reads nothing beyond the end of frame t's chunk, so that a
+    chunk's output never depends on a later chunk.
     """
 
     def __init__(
-        self, d_model: int, kernel_size: int, dropout: float = 0.0, causal: bool = False
+        self, d_model: int, kernel_size: int, dropout: float = 0.0, mode: str = "centred"
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"conv_kernel must be odd, got {kernel_size}")
-        self.causal = causal
+        if mode not in CONV_MODES:
+            raise ValueError(f"convolution mode must be one of {CONV_MODES}, got {mode!r}")
+        self.mode = mode
         self.pointwise_in = nn.Linear(d_model, 2 * d_model)
         self.depthwise = nn.Conv1d(
-            d_model, d_model, kernel_size, padding=0 if causal else kernel_size // 2, groups=d_model
+            d_model,
+            d_model,
+            kernel_size,
+            padding=0 if mode == "causal" else kernel_size // 2,
+            groups=d_model,
         )
         self.norm = nn.LayerNorm(d_model)
         self.pointwise_out = nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    @property
+    def causal(self) -> bool:
+        return self.mode == "causal"
+
+    @property
+    def cache_frames(self) -> int:
+        """Past inputs that chunk-by-chunk convolution keeps (0: cannot stream)."""
+        k = self.depthwise.kernel_size[0]
+        return {"causal": k - 1, "chunk": k // 2}.get(self.mode, 0)
+
+    def forward(self, x: Tensor, mask: Tensor, chunk: int = 0) -> Tensor:
         h = F.glu(self.pointwise_in(x), dim=-1)  # (B, T, D)
         h = h.masked_fill(~mask[..., None], 0.0).transpose(1, 2)  # (B, D, T)
         if self.causal:
             h = F.pad(h, (self.depthwise.kernel_size[0] - 1, 0))
+        elif self.mode == "chunk" and chunk > 0:
+            return self._out(self._chunk_conv(h, chunk))
         return self._out(self.depthwise(h))
 
+    def _chunk_conv(self, h: Tensor, chunk: int) -> Tensor:
+        """Depthwise convolution of (B, D, T) whose right context ends at each chunk's end.
+
+        Each chunk is convolved as its own window: the r frames before it, its own frames
+        and r zeros after it (what chunk-by-chunk encoding sees); same multiply-adds as
+        the plain convolution.
+        """
+        b, d, t = h.shape
+        r = self.depthwise.kernel_size[0] // 2
+        n = -(-t // chunk)  # chunks, the last one possibly short (zeros after the end)
+        windows = F.pad(h, (r, n * chunk - t)).unfold(2, chunk + r, chunk)  # (B, D, n, c + r)
+        windows = F.pad(windows, (0, r)).transpose(1, 2).reshape(b * n, d, chunk + 2 * r)
+        w, bias = self.depthwise.weight, self.depthwise.bias
+        y = F.conv1d(windows, w, bias, groups=d)  # (B * n, D, c)
+        return y.reshape(b, n, d, chunk).transpose(1, 2).reshape(b, d, n * chunk)[:, :, :t]
+
     def forward_chunk(self, x: Tensor, cache: Tensor) -> tuple[Tensor, Tensor]:
-        """Causal convolution of a chunk: x (B, T, D), cache (B, D, kernel - 1) last inputs
-        -> y (B, T, D), new cache (B, D, kernel - 1)."""
-        assert self.causal, "chunk-by-chunk convolution needs a causal model"
+        """One whole chunk x (B, T, D), cache (B, D, cache_frames) of the last inputs
+        -> y (B, T, D), new cache. A chunk-mode convolution reads zeros after the chunk."""
+        assert self.cache_frames, "chunk-by-chunk convolution needs a streaming model"
         h = torch.cat([cache, F.glu(self.pointwise_in(x), dim=-1).transpose(1, 2)], 2)
-        return self._out(self.depthwise(h)), h[:, :, h.shape[2] - cache.shape[2] :]
+        new_cache = h[:, :, h.shape[2] - cache.shape[2] :]
+        if self.causal:
+            return self._out(self.depthwise(h)), new_cache
+        r = self.depthwise.kernel_size[0] // 2
+        w, bias = self.depthwise.weight, self.depthwise.bias
+        y = F.conv1d(F.pad(h, (0, r)), w, bias, groups=h.shape[1])
+        return self._out(y), new_cache
 
     def _out(self, h: Tensor) -> Tensor:
         """(B, D, T) depthwise output -> (B, T, D)."""
@@ -184,12 +232,17 @@ class ConformerLayer(nn.Module):
         return x + 0.5 * self.dropout(h)
 
     def forward(
-        self, x: Tensor, mask: Tensor, bias: Tensor, routing: MoERouting | None = None
+        self,
+        x: Tensor,
+        mask: Tensor,
+        bias: Tensor,
+        routing: MoERouting | None = None,
+        chunk: int = 0,
     ) -> tuple[Tensor, list[RouterStats]]:
         stats: list[RouterStats] = []
         x = self._half(0, x, mask, routing, stats)
         x = x + self.dropout(self.attn(self.norm_attn(x), bias))
-        x = x + self.dropout(self.conv(self.norm_conv(x), mask))
+        x = x + self.dropout(self.conv(self.norm_conv(x), mask, chunk))
         x = self._half(1, x, mask, routing, stats)
         return self.norm_out(x), stats
 
@@ -242,13 +295,13 @@ class ConformerEncoder(nn.Module):
         max_rel_pos: int,
         make_ffn: Callable[[int], nn.Module],
         attention_dropout: float = 0.0,
-        causal_conv: bool = False,
+        conv_mode: str = "centred",
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.d_model = d_model
         self.input_dim = input_dim
-        self.causal_conv = causal_conv
+        self.conv_mode = conv_mode
         self.frontend = Conv2dSubsampling(input_dim, d_model, subsampling_channels, subsampling)
         self.frontend_dropout = nn.Dropout(dropout)
         self.pos_bias = RelPositionBias(num_heads, max_rel_pos)
@@ -257,7 +310,7 @@ class ConformerEncoder(nn.Module):
                 d_model,
                 make_ffn(i),
                 MultiHeadAttention(d_model, num_heads, attention_dropout),
-                ConvModule(d_model, conv_kernel, dropout, causal_conv),
+                ConvModule(d_model, conv_kernel, dropout, conv_mode),
                 make_ffn(i),
                 dropout,
             )
@@ -283,22 +336,24 @@ class ConformerEncoder(nn.Module):
         stats: list[RouterStats] = []
         for i, layer in enumerate(self.layers):
             routing = route_fn(i, x, mask) if route_fn is not None else None
-            x, layer_stats = layer(x, mask, bias, routing)
+            x, layer_stats = layer(x, mask, bias, routing, chunk)
             for s in layer_stats:
                 s.layer = i
             stats.extend(layer_stats)
         return x, lens, stats
 
     def init_cache(self, batch: int = 1) -> EncoderCache:
-        """Empty state for ``forward_chunk`` (needs a model built with ``causal_conv``)."""
-        if not self.causal_conv:
-            raise ValueError("chunk-by-chunk encoding needs a causal convolution (streaming)")
+        """Empty state for ``forward_chunk`` (needs a causal or chunk-mode convolution)."""
+        if self.conv_mode not in ("causal", "chunk"):
+            raise ValueError(
+                "chunk-by-chunk encoding needs a causal or chunk-mode convolution (streaming)"
+            )
         table = self.pos_bias.table
         heads, d_head = self.num_heads, self.d_model // self.num_heads
         layers = [
             LayerCache(
                 attn=table.new_zeros(batch, 2, heads, 0, d_head),
-                conv=table.new_zeros(batch, self.d_model, layer.conv.depthwise.kernel_size[0] - 1),
+                conv=table.new_zeros(batch, self.d_model, layer.conv.cache_frames),
             )
             for layer in self.layers
         ]

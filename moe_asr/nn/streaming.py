@@ -3,10 +3,11 @@
 U2/U2++ streaming (Zhang et al. 2020, Wu et al. 2021): encoder frames are cut into chunks
 of ``chunk`` frames; a frame attends to every frame of its own chunk and of the
 ``left_chunks`` chunks before it (-1 = all earlier chunks), never to a later chunk. The
-depthwise convolution of a streaming model is causal, so chunk-by-chunk encoding with
-caches (the keys/values of the visible history, the convolution's last ``kernel - 1``
-inputs, the front end's unconsumed input frames) equals the full forward under the same
-chunk mask.
+depthwise convolution of a streaming model never reads a later chunk either (causal, or
+centred with the right context cut at the chunk's end: ``model.streaming.conv``), so
+chunk-by-chunk encoding with caches (the keys/values of the visible history, the
+convolution's last inputs, the front end's unconsumed input frames) equals the full forward
+under the same chunk mask.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ class LayerCache:
     """One Conformer layer's state between chunks.
 
     attn: (B, 2, H, S, dh) keys and values of the last S visible frames (S = 0 at start);
-    conv: (B, D, kernel - 1) the causal depthwise convolution's last inputs (zeros at start).
+    conv: (B, D, kernel - 1 causal, kernel // 2 chunk mode) the depthwise convolution's last
+    inputs (zeros at start).
     """
 
     attn: Tensor

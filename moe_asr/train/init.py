@@ -108,7 +108,7 @@ class _Source:
     kind: str
     tokens: list[str] | None  # None: the init model's tokenizer is unknown
     label_vocab: LabelVocab | None
-    causal_conv: bool | None = None  # the init model streams (causal convolution); None: unknown
+    causal_conv: bool | None = None  # the init model's convolution is causal; None: unknown
 
 
 def init_from(
@@ -160,8 +160,8 @@ def init_from(
         report.notes.append(
             f"depthwise convolutions: the init model's are {kinds[0]}, this model's "
             f"{kinds[1]}; their kernels load as they are, shifted by (kernel - 1) / 2 frames, so "
-            "expect a high first loss (a streaming model is better trained from scratch or from "
-            "a streaming model)"
+            "expect a high first loss (for a warm start from a non-streaming model use "
+            "model.streaming.conv=chunk, whose kernels are centred)"
         )
     dense_ffns = {
         name
@@ -243,7 +243,7 @@ def _read_source(path: Path) -> _Source:
     if obj.get("format") == PACKAGE_FORMAT and isinstance(obj.get("model_state"), dict):
         tokens = Tokenizer.from_bytes(obj["tokenizer"]).tokens
         vocab = LabelVocab.from_dict(obj["label_vocab"]) if obj.get("label_vocab") else None
-        return _Source(dict(obj["model_state"]), "package", list(tokens), vocab, _streams(obj))
+        return _Source(dict(obj["model_state"]), "package", list(tokens), vocab, _causal_conv(obj))
     if isinstance(obj.get("model"), dict) and "config_yaml" in obj:
         # a trainer checkpoint: EXP/checkpoints/X.pt; the exp dir holds tokenizer and labels
         exp = path.resolve().parent.parent
@@ -254,17 +254,18 @@ def _read_source(path: Path) -> _Source:
         if (exp / "label_vocab.json").is_file():
             data = json.loads((exp / "label_vocab.json").read_text(encoding="utf-8"))
             vocab = LabelVocab.from_dict(data) if data else None
-        return _Source(dict(obj["model"]), "checkpoint", tokens, vocab, _streams(obj))
+        return _Source(dict(obj["model"]), "checkpoint", tokens, vocab, _causal_conv(obj))
     raise InitError(
         f"{path}: not a moe_asr model package or training checkpoint "
         f"(format {obj.get('format')!r}, keys {', '.join(sorted(map(str, obj))[:5])}); {expected}"
     )
 
 
-def _streams(obj: dict) -> bool | None:
-    """Whether the saved model's config enables streaming (causal convolution); None if
-    the config cannot be read."""
+def _causal_conv(obj: dict) -> bool | None:
+    """Whether the saved model's depthwise convolutions are causal; None if the config
+    cannot be read."""
     try:
-        return config_from_dict(yaml.safe_load(obj["config_yaml"])).model.streaming.enabled
+        streaming = config_from_dict(yaml.safe_load(obj["config_yaml"])).model.streaming
+        return streaming.enabled and streaming.conv == "causal"
     except (KeyError, TypeError, AttributeError, yaml.YAMLError, ConfigError):
         return None

@@ -136,6 +136,16 @@ def package(tmp_path_factory):
     return load_package(path)
 
 
+@pytest.fixture(scope="module")
+def chunkconv_package(tmp_path_factory):
+    """Guided streaming model with the dynamic chunk convolution (centred kernel)."""
+    root = tmp_path_factory.mktemp("stream_chunkconv")
+    guidance = {"labels": ["accent"], "embed": True, "label_dropout": 0.0}
+    streaming = {"enabled": True, "min_chunk": 2, "max_chunk": 8, "conv": "chunk"}
+    path = train_tiny_package(root / "exp", steps=40, guidance=guidance, streaming=streaming)
+    return load_package(path)
+
+
 def _wave() -> np.ndarray:
     return np.concatenate([tone_wave(t, seed=i) for i, t in enumerate(TEXTS)])
 
@@ -159,6 +169,25 @@ def test_streaming_equals_offline_decoding_with_the_chunk_mask(package, mode):
     assert len(final.tokens) > 3
     ends = [w.end for w in final.words]
     assert ends == sorted(ends) and ends[-1] <= final.duration + 1e-6
+
+
+def test_chunk_convolution_model_streams_as_it_decodes_offline(chunkconv_package):
+    from moe_asr.data.features import compute_fbank
+
+    wav = _wave()
+    cfg = _cfg("attention_rescoring")
+    rec = StreamingRecognizer(chunkconv_package, cfg)
+    rng = np.random.default_rng(1)
+    pos = 0
+    while pos < len(wav):  # pieces that do not fall on chunk boundaries
+        n = int(rng.integers(1, 4000))
+        rec.accept_waveform(wav[pos : pos + n])
+        pos += n
+    final = rec.finalize()
+    feats = compute_fbank(wav, chunkconv_package.config.data.features)
+    offline = Recognizer.from_package(chunkconv_package, cfg).recognize([feats])[0]
+    assert final.tokens == offline.tokens
+    assert final.score == pytest.approx(offline.score, abs=1e-2)
 
 
 def test_pieces_of_any_size_give_the_result_of_one_piece(package):

@@ -12,13 +12,16 @@ from moe_asr.data.labels import LabelVocab
 from moe_asr.errors import UserError
 from moe_asr.model import RoutingOptions, build_model
 from moe_asr.nn.attention import RelPositionBias
+from moe_asr.nn.conformer import ConvModule
 from moe_asr.nn.streaming import chunk_mask, draw_chunk
 
 F_IN = 20
 VOCAB = 8
 
 
-def _model(ffn: str = "moe", guided: bool = False, subsampling: int = 4, streaming=True):
+def _model(
+    ffn: str = "moe", guided: bool = False, subsampling: int = 4, streaming=True, conv="causal"
+):
     moe = {"num_experts": 3, "top_k": 2, "num_shared_experts": 1}
     vocab = None
     if guided:
@@ -41,7 +44,7 @@ def _model(ffn: str = "moe", guided: bool = False, subsampling: int = 4, streami
                 "ffn": ffn,
                 "moe": moe,
                 "decoder": {"num_layers": 1, "num_heads": 2, "d_ff": 16},
-                "streaming": {"enabled": streaming},
+                "streaming": {"enabled": streaming, "conv": conv},
             }
         }
     )
@@ -77,19 +80,23 @@ def _stream(model, feats, chunk, left, routing=None):
 
 
 @pytest.mark.parametrize(
-    ("ffn", "guided", "subsampling", "chunk", "left"),
+    ("ffn", "guided", "subsampling", "chunk", "left", "conv"),
     [
-        ("dense", False, 4, 4, -1),
-        ("dense", False, 6, 3, 2),
-        ("moe", False, 4, 5, 1),
-        ("moe", False, 8, 2, 0),
-        ("moe", True, 4, 4, 2),
+        ("dense", False, 4, 4, -1, "causal"),
+        ("dense", False, 6, 3, 2, "causal"),
+        ("moe", False, 4, 5, 1, "causal"),
+        ("moe", False, 8, 2, 0, "causal"),
+        ("moe", True, 4, 4, 2, "causal"),
+        ("dense", False, 4, 4, -1, "chunk"),
+        ("dense", False, 6, 1, 2, "chunk"),  # a chunk shorter than the kernel's half width
+        ("moe", False, 4, 5, 1, "chunk"),
+        ("moe", True, 8, 3, -1, "chunk"),
     ],
 )
 def test_chunk_by_chunk_with_caches_equals_full_forward_with_chunk_mask(
-    ffn, guided, subsampling, chunk, left
+    ffn, guided, subsampling, chunk, left, conv
 ):
-    model = _model(ffn, guided, subsampling)
+    model = _model(ffn, guided, subsampling, conv=conv)
     feats = torch.randn(1, 203, F_IN)  # not a whole number of chunks: a short last chunk
     routings = [None]
     if guided:
@@ -108,8 +115,9 @@ def test_chunk_by_chunk_with_caches_equals_full_forward_with_chunk_mask(
         torch.testing.assert_close(streamed, full, atol=1e-4, rtol=1e-4)
 
 
-def test_chunk_mask_changes_the_output_and_full_context_does_not_leak():
-    model = _model("moe")
+@pytest.mark.parametrize("conv", ["causal", "chunk"])
+def test_chunk_mask_changes_the_output_and_full_context_does_not_leak(conv):
+    model = _model("moe", conv=conv)
     feats = torch.randn(1, 120, F_IN)
     lens = torch.tensor([120])
     with torch.no_grad():
@@ -124,9 +132,10 @@ def test_chunk_mask_changes_the_output_and_full_context_does_not_leak():
     torch.testing.assert_close(chunked[:, :4], chunked2[:, :4])
 
 
-def test_chunk_mask_batched_equals_alone():
+@pytest.mark.parametrize("conv", ["causal", "chunk"])
+def test_chunk_mask_batched_equals_alone(conv):
     """Padding invariance holds under the chunk mask too (padded rows never NaN)."""
-    model = _model("moe")
+    model = _model("moe", conv=conv)
     a, b = torch.randn(1, 90, F_IN), torch.randn(1, 60, F_IN)
     x = torch.zeros(2, 90, F_IN)
     x[0], x[1, :60] = a[0], b[0]
@@ -136,6 +145,39 @@ def test_chunk_mask_batched_equals_alone():
     n = int(alone.lens[0])
     assert torch.isfinite(both.out).all()
     torch.testing.assert_close(both.out[1, :n], alone.out[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 40])
+def test_chunk_convolution_reads_its_chunk_and_the_past_only(chunk):
+    """The chunk-mode depthwise convolution of a frame equals the centred convolution of an
+    input in which every frame after the end of its chunk is zero (brute force per frame)."""
+    torch.manual_seed(0)
+    conv = ConvModule(6, 5, mode="chunk").eval()
+    centred = ConvModule(6, 5, mode="centred").eval()
+    centred.load_state_dict(conv.state_dict())
+    x, t = torch.randn(2, 23, 6), 23
+    mask = torch.ones(2, t, dtype=torch.bool)
+    mask[1, 17:] = False
+    with torch.no_grad():
+        got = conv(x, mask, chunk)
+        for i in range(t):
+            end = (i // chunk + 1) * chunk
+            cut = mask.clone()
+            cut[:, end:] = False  # masked frames are zeroed before the depthwise convolution
+            want = centred(x, cut)[:, i]
+            torch.testing.assert_close(got[:, i], want, atol=1e-6, rtol=1e-6)
+        # full context is the non-streaming convolution
+        torch.testing.assert_close(conv(x, mask), centred(x, mask))
+
+
+def test_chunk_conv_streaming_model_at_full_context_is_the_non_streaming_model():
+    """Same weights: a chunk-convolution streaming model decoded with full context computes
+    exactly what the non-streaming model computes (so one is a warm start for the other)."""
+    streaming, plain = _model("moe", conv="chunk"), _model("moe", streaming=False)
+    plain.load_state_dict(streaming.state_dict())
+    feats, lens = torch.randn(2, 150, F_IN), torch.tensor([150, 97])
+    with torch.no_grad():
+        torch.testing.assert_close(streaming.encode(feats, lens).out, plain.encode(feats, lens).out)
 
 
 def test_cache_shapes_stop_growing_after_left_chunks():

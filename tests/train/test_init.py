@@ -280,3 +280,10 @@ def test_init_across_centred_and_causal_convolutions_is_noted(tmp_path):
     assert not any("convolutions" in n for n in same.notes)
     assert "depthwise convolutions" in to_causal.summary()
     assert not to_causal.skipped  # same shapes: still loaded, only noted
+    # a chunk-mode convolution keeps the centred kernel: a non-streaming model is a warm start
+    chunk_conv = dataclasses.replace(
+        dense, streaming=dataclasses.replace(dense.streaming, enabled=True, conv="chunk")
+    )
+    to_chunk = init_from(_model(chunk_conv, 1), centred_pkg, tokenizer=TOK)
+    assert not any("convolutions" in n for n in to_chunk.notes)
+    assert not to_chunk.skipped and not to_chunk.new
