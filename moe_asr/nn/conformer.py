@@ -156,16 +156,27 @@ class ConvModule(nn.Module):
     def _chunk_conv(self, h: Tensor, chunk: int) -> Tensor:
         """Depthwise convolution of (B, D, T) whose right context ends at each chunk's end.
 
-        Each chunk is convolved as its own window: the r frames before it, its own frames
-        and r zeros after it (what chunk-by-chunk encoding sees); same multiply-adds as
-        the plain convolution.
+        Chunks of >= 2r frames (r = kernel // 2) are convolved as windows of their own (the
+        r frames before, the chunk, r zeros after: what chunk-by-chunk encoding sees);
+        smaller ones, where such windows would multiply the work, take the centred
+        convolution minus each future tap's term where it reaches past the chunk's end.
+        Both equal chunk-by-chunk encoding to float rounding; about 2x the plain
+        convolution's time in training (fwd + bwd) at any chunk size.
         """
         b, d, t = h.shape
         r = self.depthwise.kernel_size[0] // 2
+        w, bias = self.depthwise.weight, self.depthwise.bias
+        if chunk < 2 * r:
+            pos = torch.arange(t, device=h.device) % chunk  # (T,) frame's place in its chunk
+            future = F.pad(h, (0, r))
+            y = self.depthwise(h)
+            for j in range(1, r + 1):  # tap j reads frame t + j: cut where it is a later chunk
+                cut = w[:, 0, r + j, None] * (pos + j >= chunk)  # (D, T)
+                y = y - cut * future[:, :, j : j + t]
+            return y
         n = -(-t // chunk)  # chunks, the last one possibly short (zeros after the end)
         windows = F.pad(h, (r, n * chunk - t)).unfold(2, chunk + r, chunk)  # (B, D, n, c + r)
         windows = F.pad(windows, (0, r)).transpose(1, 2).reshape(b * n, d, chunk + 2 * r)
-        w, bias = self.depthwise.weight, self.depthwise.bias
         y = F.conv1d(windows, w, bias, groups=d)  # (B * n, D, c)
         return y.reshape(b, n, d, chunk).transpose(1, 2).reshape(b, d, n * chunk)[:, :, :t]
 

@@ -147,7 +147,7 @@ def test_chunk_mask_batched_equals_alone(conv):
     torch.testing.assert_close(both.out[1, :n], alone.out[0], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 7, 40])
+@pytest.mark.parametrize("chunk", [1, 3, 4, 7, 40])  # kernel 5: < 4 and >= 4 take two paths
 def test_chunk_convolution_reads_its_chunk_and_the_past_only(chunk):
     """The chunk-mode depthwise convolution of a frame equals the centred convolution of an
     input in which every frame after the end of its chunk is zero (brute force per frame)."""
@@ -165,7 +165,7 @@ def test_chunk_convolution_reads_its_chunk_and_the_past_only(chunk):
             cut = mask.clone()
             cut[:, end:] = False  # masked frames are zeroed before the depthwise convolution
             want = centred(x, cut)[:, i]
-            torch.testing.assert_close(got[:, i], want, atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(got[:, i], want, atol=1e-5, rtol=1e-5)
         # full context is the non-streaming convolution
         torch.testing.assert_close(conv(x, mask), centred(x, mask))
 
