@@ -160,7 +160,7 @@ class ConvModule(nn.Module):
         smaller ones, where such windows would multiply the work, take the centred
         convolution minus each future tap's term where it reaches past the chunk's end.
         Both equal chunk-by-chunk encoding to float rounding; in training (fwd + bwd) each
-        takes 1.5-2.3x the plain convolution's time.
+        takes 1.7-2.7x the plain depthwise convolution's time (2 threads, CPU).
         """
         b, d, t = h.shape
         r = self.depthwise.kernel_size[0] // 2
