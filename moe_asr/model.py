@@ -51,7 +51,7 @@ from moe_asr.nn.moe import (
     router_z_loss,
 )
 from moe_asr.nn.routing import LabelProbs, RoutingOptions
-from moe_asr.nn.streaming import EncoderCache, draw_chunk, history_frames
+from moe_asr.nn.streaming import EncoderCache, conv_mode, draw_chunk, history_frames
 
 __all__ = [
     "RoutingOptions",
@@ -148,7 +148,7 @@ class AsrModel(nn.Module):
             max_rel_pos=cfg.max_rel_pos,
             make_ffn=make_ffn,
             attention_dropout=cfg.attention_dropout,
-            conv_mode=cfg.streaming.conv if cfg.streaming.enabled else "centred",
+            conv_mode=conv_mode(cfg.streaming),
         )
         if moe.ffn_experts:
             built = [m.num_experts for m in self.encoder.modules() if isinstance(m, MoEFeedForward)]

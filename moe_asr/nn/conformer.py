@@ -311,7 +311,6 @@ class ConformerEncoder(nn.Module):
         self.num_heads = num_heads
         self.d_model = d_model
         self.input_dim = input_dim
-        self.conv_mode = conv_mode
         self.frontend = Conv2dSubsampling(input_dim, d_model, subsampling_channels, subsampling)
         self.frontend_dropout = nn.Dropout(dropout)
         self.pos_bias = RelPositionBias(num_heads, max_rel_pos)
@@ -354,7 +353,7 @@ class ConformerEncoder(nn.Module):
 
     def init_cache(self, batch: int = 1) -> EncoderCache:
         """Empty state for ``forward_chunk`` (needs a causal or chunk-mode convolution)."""
-        if self.conv_mode not in ("causal", "chunk"):
+        if not all(layer.conv.cache_frames for layer in self.layers):
             raise ValueError(
                 "chunk-by-chunk encoding needs a causal or chunk-mode convolution (streaming)"
             )

@@ -25,6 +25,7 @@ __all__ = [
     "draw_chunk",
     "history_frames",
     "check_streaming_config",
+    "conv_mode",
     "LayerCache",
     "EncoderCache",
 ]
@@ -90,6 +91,12 @@ def check_streaming_config(cfg: ModelConfig) -> None:
             "model.moe.guidance.utterance_estimate pools the whole utterance and cannot "
             "stream; turn it off or set model.streaming.enabled=false"
         )
+
+
+def conv_mode(cfg: StreamingConfig) -> str:
+    """The depthwise convolution a model with this streaming config is built with
+    (``moe_asr.nn.conformer.ConvModule``): centred without streaming, else ``cfg.conv``."""
+    return cfg.conv if cfg.enabled else "centred"
 
 
 def history_frames(chunk: int, left_chunks: int) -> int:

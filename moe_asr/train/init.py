@@ -43,6 +43,7 @@ from moe_asr.errors import UserError
 from moe_asr.files import atomic_write_text
 from moe_asr.nn.conformer import ConvModule
 from moe_asr.nn.moe import MoEFeedForward
+from moe_asr.nn.streaming import conv_mode
 from moe_asr.package import PACKAGE_FORMAT
 from moe_asr.train.checkpoint import CheckpointError, load_checkpoint
 
@@ -108,7 +109,7 @@ class _Source:
     kind: str
     tokens: list[str] | None  # None: the init model's tokenizer is unknown
     label_vocab: LabelVocab | None
-    causal_conv: bool | None = None  # the init model's convolution is causal; None: unknown
+    conv_mode: str | None = None  # the init model's depthwise convolution; None: unknown
 
 
 def init_from(
@@ -155,8 +156,9 @@ def init_from(
             "the init model has another vocabulary of their values"
         )
     causal = {m.causal for m in model.modules() if isinstance(m, ConvModule)}
-    if src.causal_conv is not None and causal and causal != {src.causal_conv}:
-        kinds = ("centred", "causal") if not src.causal_conv else ("causal", "centred")
+    src_causal = None if src.conv_mode is None else src.conv_mode == "causal"
+    if src_causal is not None and causal and causal != {src_causal}:
+        kinds = ("centred", "causal") if not src_causal else ("causal", "centred")
         report.notes.append(
             f"depthwise convolutions: the init model's are {kinds[0]}, this model's "
             f"{kinds[1]}; their kernels load as they are, shifted by (kernel - 1) / 2 frames, so "
@@ -243,7 +245,7 @@ def _read_source(path: Path) -> _Source:
     if obj.get("format") == PACKAGE_FORMAT and isinstance(obj.get("model_state"), dict):
         tokens = Tokenizer.from_bytes(obj["tokenizer"]).tokens
         vocab = LabelVocab.from_dict(obj["label_vocab"]) if obj.get("label_vocab") else None
-        return _Source(dict(obj["model_state"]), "package", list(tokens), vocab, _causal_conv(obj))
+        return _Source(dict(obj["model_state"]), "package", list(tokens), vocab, _conv_mode(obj))
     if isinstance(obj.get("model"), dict) and "config_yaml" in obj:
         # a trainer checkpoint: EXP/checkpoints/X.pt; the exp dir holds tokenizer and labels
         exp = path.resolve().parent.parent
@@ -254,18 +256,16 @@ def _read_source(path: Path) -> _Source:
         if (exp / "label_vocab.json").is_file():
             data = json.loads((exp / "label_vocab.json").read_text(encoding="utf-8"))
             vocab = LabelVocab.from_dict(data) if data else None
-        return _Source(dict(obj["model"]), "checkpoint", tokens, vocab, _causal_conv(obj))
+        return _Source(dict(obj["model"]), "checkpoint", tokens, vocab, _conv_mode(obj))
     raise InitError(
         f"{path}: not a moe_asr model package or training checkpoint "
         f"(format {obj.get('format')!r}, keys {', '.join(sorted(map(str, obj))[:5])}); {expected}"
     )
 
 
-def _causal_conv(obj: dict) -> bool | None:
-    """Whether the saved model's depthwise convolutions are causal; None if the config
-    cannot be read."""
+def _conv_mode(obj: dict) -> str | None:
+    """The saved model's depthwise convolution mode; None if the config cannot be read."""
     try:
-        streaming = config_from_dict(yaml.safe_load(obj["config_yaml"])).model.streaming
-        return streaming.enabled and streaming.conv == "causal"
+        return conv_mode(config_from_dict(yaml.safe_load(obj["config_yaml"])).model.streaming)
     except (KeyError, TypeError, AttributeError, yaml.YAMLError, ConfigError):
         return None
