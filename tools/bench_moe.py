@@ -7,12 +7,12 @@ forward+backward (training) at a long batch and a streaming chunk. Cases are tim
 interleaved rounds (one repeat of every case per round, the order reversed on alternate
 rounds: ``tools/benchlib.py``) so machine load hits all alike; the command, the machine
 (torch version, threads), medians and MoE/dense ratios with their goal are printed as a
-table: ``--goal-chunk`` (1.5x) at <= ``SMALL_BATCH_FRAMES`` frames, the goal for a streaming
+table: ``--goal-chunk`` (1.5x) at <= ``CHUNK_FRAMES`` frames, the goal for a streaming
 chunk in RESULTS.md, and ``--goal-long`` (1.25x) above, the training-step target of
-``tools/bench_train.py``; exit status 1 on FAIL only with ``--strict``. Inference on at most
-``moe_asr.nn.moe.SMALL_BATCH_FRAMES`` frames takes the layer's small-batch dispatch; the "sorted"
-column times those calls through the sort-and-split dispatch used above that size (the other
-rows take that path anyway).
+``tools/bench_train.py``; exit status 1 on FAIL only with ``--strict``. Inference takes the
+layer's lean dispatch (``MoEFeedForward._dispatch_inference``); the "sorted" column times the
+inference rows through the training's sort-and-split dispatch without autograd
+(``moe_asr.nn.moe.LEAN_INFERENCE`` off; the fwd+bwd rows take that path anyway).
 
 Cache state: at the defaults the dense layer's weights take 0.66 MB and the four experts of
 top-1/4 2.65 MB (fp32); at a streaming chunk a chunk's frames use nearly every expert, and much
@@ -41,6 +41,8 @@ from moe_asr.nn.moe import FeedForward, MoEFeedForward
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchlib, also when imported
 from benchlib import interleaved, print_header, verdict  # noqa: E402
 
+CHUNK_FRAMES = 64  # inputs of at most this many frames are streaming chunks (--goal-chunk)
+
 
 def _case(
     module: nn.Module, x: torch.Tensor, mask: torch.Tensor, backward: bool, sorted_=False
@@ -49,11 +51,11 @@ def _case(
 
     def run() -> None:
         if sorted_:
-            small, moe_module.SMALL_BATCH_FRAMES = moe_module.SMALL_BATCH_FRAMES, 0
+            moe_module.LEAN_INFERENCE = False
             try:
                 plain()
             finally:
-                moe_module.SMALL_BATCH_FRAMES = small
+                moe_module.LEAN_INFERENCE = True
         else:
             plain()
 
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             mask = torch.ones(1, n, dtype=torch.bool)
             for bwd in (False, True):
                 cases[(spec, n, bwd, "moe")] = _case(moe, x, mask, bwd)
-                if not bwd and n <= moe_module.SMALL_BATCH_FRAMES:  # else the same path
+                if not bwd:  # fwd+bwd takes the sorted dispatch anyway
                     cases[(spec, n, bwd, "sorted")] = _case(moe, x, mask, bwd, sorted_=True)
                 cases[(spec, n, bwd, "dense")] = _case(dense, x, mask, bwd)
 
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 sorted_times = times.get((spec, n, bwd, "sorted"))
                 so = statistics.median(sorted_times) * 1e3 if sorted_times else m
                 label = f"top{k}/{e}"
-                goal = args.goal_chunk if n <= moe_module.SMALL_BATCH_FRAMES else args.goal_long
+                goal = args.goal_chunk if n <= CHUNK_FRAMES else args.goal_long
                 result = verdict(m / dn, goal)
                 failed |= result == "FAIL"
                 print(

@@ -2,10 +2,14 @@
 """Where an MoE training step spends the time a dense one does not (torch.profiler; not a test).
 
     .venv/bin/python tools/profile_step.py [--threads 2] [--steps 5] [--out profile.json]
+    .venv/bin/python tools/profile_step.py --inference   # encoder + CTC head, no grad
 
 The full-model training steps of tools/bench_train.py (same batch, model sizes and step:
 fwd + bwd + clip + AdamW): dense, MoE top-1 of 4 (equal active compute) and MoE top-2 of 8
-with experts of d_ff/2 (dense compute per frame). Each variant runs ``--warmup`` steps, then
+with experts of d_ff/2 (dense compute per frame). ``--inference``: instead, what
+tools/bench_decode.py's encoder row times: eval mode, no grad, encoder + CTC log-probs of
+the batch (no backward, no optimizer); ``--int8`` adds dense and MoE top-1 of 4 with
+dynamic int8 linear layers (bench_decode's int8 row). Each variant runs ``--warmup`` steps, then
 ``--steps`` steps under ``torch.profiler`` (CPU, main thread; the variants alternate so that
 load hits all alike). Printed per step (ms):
 
@@ -15,7 +19,8 @@ load hits all alike). Printed per step (ms):
    the routing statistics;
 2. the backward of each autograd function (``evaluate_function: XBackward0``, inclusive
    time), the MoE variants' extra over dense, largest first;
-3. aten operators by self time, the MoE variants' extra over dense, largest first;
+3. aten (and quantized) operators by self time, each variant's extra over dense, largest
+   first;
 4. the step split into matmul, convolution, dispatch/indexing, optimizer and other ops.
 
 The profiler itself adds a few µs per operator, so an MoE step (more, smaller operators)
@@ -25,6 +30,7 @@ looks slower here than in bench_train.py; read the shares and differences, not t
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -52,7 +58,17 @@ _VARIANTS = [
 _BACKWARD = "autograd::engine::evaluate_function: "
 # op-name fragments of each category, first match wins; the rest is "other"
 _CATEGORIES = [
-    ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_mkldnn")),
+    (
+        "matmul",
+        (
+            "aten::mm",
+            "aten::addmm",
+            "aten::bmm",
+            "aten::baddbmm",
+            "aten::_mkldnn",
+            "quantized::linear",  # dynamic int8: quantizes its input, int8 GEMM, dequantizes
+        ),
+    ),
     ("convolution", ("convolution", "aten::_conv", "mkldnn_conv", "aten::conv")),
     (
         "dispatch/indexing",
@@ -102,6 +118,18 @@ def _label_forward(model: nn.Module) -> None:
             label(module, "dense_ffn")
 
 
+def _inference_step(model: nn.Module, feats: torch.Tensor, feat_lens: torch.Tensor):
+    """Encoder + CTC log-probs of the batch in eval mode without autograd (the decoding
+    front half that tools/bench_decode.py times)."""
+    model.eval()
+
+    def step() -> None:
+        with torch.inference_mode():
+            model.ctc_log_probs(model.encode(feats, feat_lens))
+
+    return step
+
+
 def _category(op: str) -> str:
     for name, fragments in _CATEGORIES:
         if any(f in op for f in fragments):
@@ -146,15 +174,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=12, help="rows of each difference table")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="also write every profiled number as JSON here")
+    ap.add_argument(
+        "--inference", action="store_true", help="profile encoder + CTC head inference instead"
+    )
+    ap.add_argument(
+        "--int8",
+        action="store_true",
+        help="with --inference: also dense and MoE top-1/4 with dynamic int8 linear layers",
+    )
     args = ap.parse_args(argv)
+    if args.int8 and not args.inference:
+        ap.error("--int8 needs --inference (int8 here is an inference path)")
     if min(args.threads, args.steps, args.rounds, args.batch, args.top) < 1 or args.warmup < 0:
         ap.error("--threads, --steps, --rounds, --batch and --top must be >= 1, --warmup >= 0")
     args.attention_dropout = 0.1
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     command, machine = print_header(argv)
+    what = (
+        "inference (encoder + CTC head, eval, no grad)"
+        if args.inference
+        else ("full-model step (fwd + bwd + clip + AdamW)")
+    )
     print(
-        f"batch {args.batch} x {args.seconds:g} s; full-model step (fwd + bwd + clip + AdamW); "
+        f"batch {args.batch} x {args.seconds:g} s; {what}; "
         f"{args.warmup} warm-up + {args.rounds} x {args.steps} profiled steps per variant"
     )
 
@@ -165,12 +208,23 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(_model_config(args, ffn, experts, top_k, expert_d_ff), _VOCAB, None)
         _label_forward(model)
 
-        def loss(model: nn.Module = model) -> torch.Tensor:
-            return model(feats, feat_lens, tokens, token_lens).loss
+        if args.inference:
+            steps[name] = _inference_step(model, feats, feat_lens)
+            if args.int8 and name != "moe8k2_half":
+                # what bench_decode's int8 row runs: dynamic int8 linear layers
+                qmodel = torch.ao.quantization.quantize_dynamic(
+                    copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8
+                )
+                steps[f"{name}_int8"] = _inference_step(qmodel, feats, feat_lens)
+        else:
 
-        steps[name] = _train_step(model, list(model.parameters()), loss)
+            def loss(model: nn.Module = model) -> torch.Tensor:
+                return model(feats, feat_lens, tokens, token_lens).loss
+
+            steps[name] = _train_step(model, list(model.parameters()), loss)
+    for step in steps.values():
         for _ in range(args.warmup):
-            steps[name]()
+            step()
 
     sums: dict[str, dict[str, dict[str, float]]] = {n: defaultdict(dict) for n in steps}
     walls: dict[str, list[float]] = {n: [] for n in steps}
@@ -193,23 +247,26 @@ def main(argv: list[str] | None = None) -> int:
         cells = [profs[n].get(key, {}).get("total") for n in steps]
         print(f"{key + ' fwd':26s}" + "".join(f"{c:14.1f}" if c else f"{'-':>14s}" for c in cells))
     for n in steps:
-        if "moe_ffn" in profs[n]:
-            p = profs[n]
+        p = profs[n]
+        if "moe_ffn" in p and "experts" in p:
             rest = p["moe_ffn"]["total"] - p["router"]["total"] - p["experts"]["total"]
             print(f"{n}: moe_ffn fwd minus router and experts (routing, dispatch) {rest:.1f} ms")
+        elif "moe_ffn" in p:  # the lean inference dispatch calls no expert module
+            print(f"{n}: experts inside the lean inference dispatch (aten::addmm rows below)")
 
-    for title, keys_of, field in (
+    tables = [
         (
             "2. backward functions (inclusive ms per step), extra over dense",
             lambda p: [k for k in p if k.startswith(_BACKWARD)],
             "total",
         ),
         (
-            "3. aten operators (self ms per step), extra over dense",
-            lambda p: [k for k in p if k.startswith("aten::")],
+            "3. aten and quantized operators (self ms per step), extra over dense",
+            lambda p: [k for k in p if k.startswith(("aten::", "quantized::"))],
             "self",
         ),
-    ):
+    ]
+    for title, keys_of, field in tables[1:] if args.inference else tables:
         print(f"\n{title}")
         for n in steps:
             if n == "dense":
@@ -226,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     totals = {n: dict.fromkeys(cats, 0.0) for n in steps}
     for n, p in profs.items():
         for k, v in p.items():
-            if k.startswith("aten::") or k.startswith("Optimizer") or "_foreach" in k:
+            if k.startswith(("aten::", "quantized::", "Optimizer")) or "_foreach" in k:
                 totals[n][_category(k)] += v["self"]
     print(f"{'':20s}" + "".join(f"{n:>14s}" for n in steps))
     for c in cats:

@@ -9,9 +9,10 @@ Dispatch: only real (non-padded) frames are routed. The (frame, choice) assignme
 are sorted by expert (stable ``argsort``), each expert runs once on its contiguous
 slice (the same ``FeedForward`` as the dense layer), and the weighted outputs are
 summed back with ``index_add_``. No one-hot (tokens x experts x capacity) tensor and no
-Python loop over tokens; the only loop is over experts. Inference on a streaming chunk (at
-most ``SMALL_BATCH_FRAMES`` real frames, eval, no grad, dropless) takes the same dispatch with
-fewer operations (``_dispatch_small``: cached row-major weight copies, no module calls).
+Python loop over tokens; the only loop is over experts. Inference (eval, no grad, dropless)
+takes the same dispatch with fewer operations (``_dispatch_inference``: cached row-major
+weight copies, no module calls, outputs written in place): from a streaming chunk of a few
+frames, where the per-operator cost dominates, to a batch of utterances.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ __all__ = [
 ]
 
 _DIVERSITY_PROBE_FRAMES = 64
-# Inference on at most this many real frames (a streaming chunk) takes a lean sort-and-split
-# dispatch (MoEFeedForward._dispatch_small): cached row-major expert weights, few operations.
-SMALL_BATCH_FRAMES = 64
+# Inference takes the lean sort-and-split dispatch (MoEFeedForward._dispatch_inference);
+# False: the training dispatch without autograd (benchmarks and tests compare the two).
+LEAN_INFERENCE = True
 
 
 class FeedForward(nn.Module):
@@ -195,9 +196,9 @@ class MoEFeedForward(nn.Module):
         if self.top_k > 1:
             topw = topw / topw.sum(-1, keepdim=True).clamp_min(1e-9)
 
-        small = self._small_batch_weights(xr.shape[0])
-        if small is not None:  # a streaming chunk at inference: routed + shared experts
-            y = self._dispatch_small(xr, topi, topw.to(xr.dtype), small)
+        lean = self._inference_weights()
+        if lean is not None:  # inference: routed + shared experts
+            y = self._dispatch_inference(xr, topi, topw.to(xr.dtype), lean)
         else:
             y = self._dispatch(xr, topi, topw.to(xr.dtype))
             for expert in self.shared:
@@ -259,7 +260,7 @@ class MoEFeedForward(nn.Module):
         )
         self.router.weight.copy_(old[keep])  # (E', D)
         self.experts = nn.ModuleList(self.experts[e] for e in keep)
-        self.__dict__.pop("_small_cache", None)  # the dropped experts' weight copies
+        self.__dict__.pop("_inference_cache", None)  # the dropped experts' weight copies
         self.num_experts = len(keep)
         self.fixed_group, self.fixed_free = fixed_group, fixed_free
 
@@ -320,15 +321,16 @@ class MoEFeedForward(nn.Module):
         if k == 1 and self.capacity_factor == 0:
             # a permutation of the frames: put the rows back, then weight them in frame order
             # (the same products as below, without the zero fill and the weights' gather)
-            return torch.empty_like(ys).index_copy(0, tokens, ys) * weight
+            # (in place into a fresh tensor: the out-of-place index_copy would first copy it)
+            return torch.empty_like(ys).index_copy_(0, tokens, ys) * weight
         ys = ys * flat_w.index_select(0, order)[:, None]
         return torch.zeros_like(x, dtype=ys.dtype).index_add_(0, tokens, ys)
 
-    def _small_batch_weights(self, n: int) -> list[_ExpertWeights] | None:
-        """The cached row-major weights of every routed, then shared expert when ``n`` real
-        frames take the small-batch path (``_dispatch_small``), else None: inference (eval, no
-        grad) on at most ``SMALL_BATCH_FRAMES`` frames, dropless, plain ``nn.Linear`` experts
-        (a torch.ao dynamic int8 Linear has no parameters to copy: sorted dispatch).
+    def _inference_weights(self) -> list[_ExpertWeights] | None:
+        """The cached row-major weights of every routed, then shared expert when this call
+        takes the lean inference dispatch (``_dispatch_inference``), else None: inference
+        (eval, no grad), dropless, plain ``nn.Linear`` experts (a torch.ao dynamic int8 Linear
+        has no parameters to copy: sorted dispatch), ``LEAN_INFERENCE`` on.
 
         The copies (as much memory again as the experts) are rebuilt when an expert parameter
         changes in place (its version counter: optimizer steps, load_state_dict, in-place ops;
@@ -336,13 +338,13 @@ class MoEFeedForward(nn.Module):
         assign=True, .to(), keep_experts: the data pointer).
         """
         if (
-            n > SMALL_BATCH_FRAMES
+            not LEAN_INFERENCE
             or self.capacity_factor > 0
             or self.training
             or torch.is_grad_enabled()
         ):
             return None
-        # nn.Module internals read directly: this check runs on every streaming chunk
+        # nn.Module internals read directly: this check runs on every call (streaming chunks)
         ffns = [
             *self._modules["experts"]._modules.values(),
             *self._modules["shared"]._modules.values(),
@@ -351,7 +353,7 @@ class MoEFeedForward(nn.Module):
         if len(params) != 4 * len(ffns):
             return None
         key = [(p._version, p.data_ptr()) for p in params]
-        cached = self.__dict__.get("_small_cache")
+        cached = self.__dict__.get("_inference_cache")
         if cached is not None and cached[0] == key:
             return cached[2]
         weights = [
@@ -364,23 +366,23 @@ class MoEFeedForward(nn.Module):
             for ff in ffns
         ]
         # the cache holds the parameters: no new tensor reuses their memory (data pointers)
-        self.__dict__["_small_cache"] = (key, params, weights)
+        self.__dict__["_inference_cache"] = (key, params, weights)
         return weights
 
-    def _dispatch_small(self, x: Tensor, idx: Tensor, weight: Tensor, ws: list) -> Tensor:
-        """Inference on few frames (see ``_small_batch_weights``): the sort-and-split dispatch
-        with as few tensor operations as possible, plus the shared experts. x: (N, D),
-        idx/weight: (N, k), ws: routed then shared ``_ExpertWeights`` -> (N, D).
+    def _dispatch_inference(self, x: Tensor, idx: Tensor, weight: Tensor, ws: list) -> Tensor:
+        """Inference (see ``_inference_weights``): the sort-and-split dispatch with as few
+        tensor operations as possible, plus the shared experts. x: (N, D), idx/weight: (N, k),
+        ws: routed then shared ``_ExpertWeights`` -> (N, D).
 
         The routed outputs of ``_dispatch`` (to float rounding): assignments sorted by expert
         (stable), one matmul pair per used expert on row-major weight copies (faster than
-        nn.Linear's layout for a few rows on CPU), written in place, scattered back.
+        nn.Linear's layout for a few rows on CPU), written in place (no concatenation),
+        scattered back.
         """
         k = idx.shape[1]
         flat_e = idx.reshape(-1)  # (N*k,) assignment a = frame a // k, choice a % k
-        sorted_e, order = flat_e.sort(stable=True)  # (A,) assignments grouped by expert
-        experts = sorted_e.tolist()  # A <= k * SMALL_BATCH_FRAMES: counted on the host
-        counts = [experts.count(e) for e in range(self.num_experts)]
+        order = flat_e.argsort(stable=True)  # (A,) assignments grouped by expert
+        counts = torch.bincount(flat_e, minlength=self.num_experts).tolist()
         tokens = order if k == 1 else order.div(k, rounding_mode="floor")
         xs = x.index_select(0, tokens)  # (A, D), contiguous per expert
         ys = torch.empty_like(xs)
@@ -398,7 +400,7 @@ class MoEFeedForward(nn.Module):
 
 
 class _ExpertWeights(NamedTuple):
-    """One expert's weights for ``_dispatch_small``: w1 (D, F), b1 (F,), w2 (F, D), b2 (D,)."""
+    """One expert's weights for ``_dispatch_inference``: w1 (D, F), b1 (F,), w2 (F, D), b2 (D,)."""
 
     w1: Tensor
     b1: Tensor

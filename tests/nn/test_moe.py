@@ -343,21 +343,23 @@ def test_fixed_group_routes_as_the_group_restriction_of_the_full_layer(free):
         moe.keep_experts([0, 1, 2])
 
 
-def _small_and_sorted(moe, x, mask, routing, monkeypatch):
-    """(y, stats) of the small-batch inference path and of the sort-and-split dispatch."""
+def _lean_and_sorted(moe, x, mask, routing, monkeypatch):
+    """(y, stats) of the lean inference dispatch and of the (training) sort-and-split one."""
     import moe_asr.nn.moe as moe_mod
 
     calls = []
-    small = MoEFeedForward._dispatch_small
-    monkeypatch.setattr(MoEFeedForward, "_dispatch_small", lambda *a: calls.append(1) or small(*a))
+    lean = MoEFeedForward._dispatch_inference
+    monkeypatch.setattr(
+        MoEFeedForward, "_dispatch_inference", lambda *a: calls.append(1) or lean(*a)
+    )
     with torch.no_grad():
         fast = moe(x, mask, routing)
-        assert calls == [1], "the small-batch path did not run"
-        monkeypatch.setattr(moe_mod, "SMALL_BATCH_FRAMES", 0)
+        assert calls == [1], "the lean inference dispatch did not run"
+        monkeypatch.setattr(moe_mod, "LEAN_INFERENCE", False)
         sorted_ = moe(x, mask, routing)
-        monkeypatch.setattr(moe_mod, "SMALL_BATCH_FRAMES", 64)
-    assert calls == [1], "the sorted dispatch ran the small-batch path"
-    monkeypatch.setattr(MoEFeedForward, "_dispatch_small", small)
+        monkeypatch.setattr(moe_mod, "LEAN_INFERENCE", True)
+    assert calls == [1], "the sorted dispatch ran the lean inference dispatch"
+    monkeypatch.setattr(MoEFeedForward, "_dispatch_inference", lean)
     return fast, sorted_
 
 
@@ -385,9 +387,9 @@ _GROUPS = torch.tensor([[True, True, False, False, False], [False, False, True, 
         (3, 0, "forced"),
     ],
 )
-def test_small_inference_batches_equal_the_sorted_dispatch(top_k, shared, routing, monkeypatch):
-    """Inference on <= SMALL_BATCH_FRAMES real frames takes its own dispatch: the same outputs
-    (to 1e-6) and the same RouterStats as the sort-and-split dispatch, padding included."""
+def test_inference_dispatch_equals_the_sorted_dispatch(top_k, shared, routing, monkeypatch):
+    """Inference takes its own lean dispatch: the same outputs (to 1e-6) and the same
+    RouterStats as the sort-and-split dispatch, padding included."""
     torch.manual_seed(2)
     moe = MoEFeedForward(D, FF, num_experts=5, top_k=top_k, num_shared_experts=shared).eval()
     x = torch.randn(3, 9, D)
@@ -403,17 +405,17 @@ def test_small_inference_batches_equal_the_sorted_dispatch(top_k, shared, routin
             cond=torch.randn(3, D), allowed=_GROUPS[[1, 1, 1]], free=1, disabled=(3,)
         ),
     }
-    fast, sorted_ = _small_and_sorted(moe, x, mask, options[routing], monkeypatch)
+    fast, sorted_ = _lean_and_sorted(moe, x, mask, options[routing], monkeypatch)
     _assert_same(fast, sorted_)
     assert (fast[0][~mask] == 0).all()
-    # a single frame, and a batch of exactly SMALL_BATCH_FRAMES real frames
-    _assert_same(*_small_and_sorted(moe, x[:1, :1], mask[:1, :1], None, monkeypatch))
-    big = torch.randn(2, 40, D)
-    _assert_same(*_small_and_sorted(moe, big, _mask([40, 24], 40), None, monkeypatch))
+    # a single frame, and a batch of utterances (hundreds of frames)
+    _assert_same(*_lean_and_sorted(moe, x[:1, :1], mask[:1, :1], None, monkeypatch))
+    big = torch.randn(3, 400, D)
+    _assert_same(*_lean_and_sorted(moe, big, _mask([400, 240, 77], 400), None, monkeypatch))
 
 
 @pytest.mark.parametrize("free", [0, 1])
-def test_small_inference_batches_with_a_fixed_group(free, monkeypatch):
+def test_inference_dispatch_with_a_fixed_group(free, monkeypatch):
     torch.manual_seed(4)
     moe = MoEFeedForward(
         D,
@@ -426,20 +428,20 @@ def test_small_inference_batches_with_a_fixed_group(free, monkeypatch):
     ).eval()
     x = torch.randn(2, 11, D)
     mask = _mask([11, 6], 11)
-    _assert_same(*_small_and_sorted(moe, x, mask, None, monkeypatch))
+    _assert_same(*_lean_and_sorted(moe, x, mask, None, monkeypatch))
 
 
-def test_small_batch_weight_copies_follow_the_parameters(monkeypatch):
+def test_inference_weight_copies_follow_the_parameters(monkeypatch):
     """The cached row-major copies follow in-place changes, load_state_dict (copy and assign),
-    a dtype change and keep_experts; training mode, autograd, long batches and a capacity
-    factor take the sorted dispatch."""
+    a dtype change and keep_experts; training mode, autograd and a capacity factor take the
+    sorted dispatch."""
     torch.manual_seed(5)
     moe = MoEFeedForward(D, FF, num_experts=4, top_k=2, num_shared_experts=1).eval()
     x = torch.randn(2, 9, D)
     mask = _mask([9, 4], 9)
 
     def check(m=moe, x=x):
-        _assert_same(*_small_and_sorted(m, x, mask, None, monkeypatch))
+        _assert_same(*_lean_and_sorted(m, x, mask, None, monkeypatch))
 
     check()
     with torch.no_grad():
@@ -457,10 +459,10 @@ def test_small_batch_weight_copies_follow_the_parameters(monkeypatch):
     moe.keep_experts([3, 0, 2])
     check()
     calls = []
-    small = MoEFeedForward._dispatch_small
-    monkeypatch.setattr(MoEFeedForward, "_dispatch_small", lambda *a: calls.append(1) or small(*a))
-    with torch.no_grad():  # a long batch
-        moe(torch.randn(1, 65, D), torch.ones(1, 65, dtype=torch.bool))
+    lean = MoEFeedForward._dispatch_inference
+    monkeypatch.setattr(
+        MoEFeedForward, "_dispatch_inference", lambda *a: calls.append(1) or lean(*a)
+    )
     moe(x, mask)  # autograd on
     moe.train()
     with torch.no_grad():
@@ -471,9 +473,9 @@ def test_small_batch_weight_copies_follow_the_parameters(monkeypatch):
     assert calls == []
 
 
-def test_dynamic_int8_quantized_experts_run_on_small_batches():
-    """torch.ao dynamic quantization replaces expert Linears (no weight tensor to stack):
-    a streaming-sized inference batch then takes the sorted dispatch, close to float."""
+def test_dynamic_int8_quantized_experts_run_at_inference():
+    """torch.ao dynamic quantization replaces expert Linears (no weight tensor to copy):
+    inference then takes the sorted dispatch, close to float."""
     torch.manual_seed(3)
     moe = MoEFeedForward(D, FF, num_experts=4, top_k=2).eval()
     q = torch.ao.quantization.quantize_dynamic(moe, {torch.nn.Linear}, dtype=torch.qint8)
