@@ -422,8 +422,8 @@ def _check_fixed_group(group: int, free: int, num_experts: int, top_k: int) -> N
 
 def _unflatten(values: Tensor, real: Tensor, b: int, t: int) -> Tensor:
     """(N, ...) values of the real frames -> (B, T, ...) with zeros at padded frames."""
-    out = values.new_zeros((b * t, *values.shape[1:]))
-    return out.index_copy(0, real, values).view(b, t, *values.shape[1:])
+    out = values.new_zeros((b * t, *values.shape[1:]))  # filled in place: no second copy
+    return out.index_copy_(0, real, values).view(b, t, *values.shape[1:])
 
 
 def _real_count(mask: Tensor) -> Tensor:
