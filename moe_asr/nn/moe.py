@@ -11,8 +11,8 @@ slice (the same ``FeedForward`` as the dense layer), and the weighted outputs ar
 summed back with ``index_add_``. No one-hot (tokens x experts x capacity) tensor and no
 Python loop over tokens; the only loop is over experts. Inference (eval, no grad, dropless)
 takes the same dispatch with fewer operations (``_dispatch_inference``: cached row-major
-weight copies, no module calls, outputs written in place): from a streaming chunk of a few
-frames, where the per-operator cost dominates, to a batch of utterances.
+weight copies, no module calls, outputs written in place) on CPU: from a streaming chunk of a
+few frames, where the per-operator cost dominates, to a batch of utterances.
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ class MoEFeedForward(nn.Module):
         if self.top_k > 1:
             topw = topw / topw.sum(-1, keepdim=True).clamp_min(1e-9)
 
-        lean = self._inference_weights()
+        lean = self._inference_weights(xr)
         if lean is not None:  # inference: routed + shared experts
             y = self._dispatch_inference(xr, topi, topw.to(xr.dtype), lean)
         else:
@@ -326,11 +326,12 @@ class MoEFeedForward(nn.Module):
         ys = ys * flat_w.index_select(0, order)[:, None]
         return torch.zeros_like(x, dtype=ys.dtype).index_add_(0, tokens, ys)
 
-    def _inference_weights(self) -> list[_ExpertWeights] | None:
+    def _inference_weights(self, x: Tensor) -> list[_ExpertWeights] | None:
         """The cached row-major weights of every routed, then shared expert when this call
         takes the lean inference dispatch (``_dispatch_inference``), else None: inference
-        (eval, no grad), dropless, plain ``nn.Linear`` experts (a torch.ao dynamic int8 Linear
-        has no parameters to copy: sorted dispatch), ``LEAN_INFERENCE`` on.
+        (eval, no grad) on CPU (the row-major layout is a CPU GEMM matter; elsewhere it would
+        only cost memory), dropless, plain ``nn.Linear`` experts (a torch.ao dynamic int8
+        Linear has no parameters to copy: sorted dispatch), ``LEAN_INFERENCE`` on.
 
         The copies (as much memory again as the experts) are rebuilt when an expert parameter
         changes in place (its version counter: optimizer steps, load_state_dict, in-place ops;
@@ -339,6 +340,7 @@ class MoEFeedForward(nn.Module):
         """
         if (
             not LEAN_INFERENCE
+            or x.device.type != "cpu"
             or self.capacity_factor > 0
             or self.training
             or torch.is_grad_enabled()
