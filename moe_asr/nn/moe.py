@@ -24,6 +24,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 __all__ = [
     "FeedForward",
@@ -41,6 +42,19 @@ _DIVERSITY_PROBE_FRAMES = 64
 # Inference takes the lean sort-and-split dispatch (MoEFeedForward._dispatch_inference);
 # False: the training dispatch without autograd (benchmarks and tests compare the two).
 LEAN_INFERENCE = True
+
+# Steps taken by any torch.optim optimizer in this process: the fused AdamW kernel updates
+# parameters without bumping their version counters, so the inference weight copies are also
+# rebuilt after every optimizer step (e.g. for dev evaluation between training steps).
+_optimizer_steps = 0
+
+
+def _count_optimizer_step(_optimizer, _args, _kwargs) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 class FeedForward(nn.Module):
@@ -333,10 +347,11 @@ class MoEFeedForward(nn.Module):
         only cost memory), dropless, plain ``nn.Linear`` experts (a torch.ao dynamic int8
         Linear has no parameters to copy: sorted dispatch), ``LEAN_INFERENCE`` on.
 
-        The copies (as much memory again as the experts) are rebuilt when an expert parameter
-        changes in place (its version counter: optimizer steps, load_state_dict, in-place ops;
-        not writes through ``param.data``) or its data is replaced (load_state_dict with
-        assign=True, .to(), keep_experts: the data pointer).
+        The copies (as much memory again as the experts) are rebuilt after any torch.optim
+        step (fused kernels leave version counters alone), when an expert parameter changes in
+        place (its version counter: load_state_dict, in-place ops; not writes through
+        ``param.data``) or when its data is replaced (load_state_dict with assign=True, .to(),
+        keep_experts: the data pointer).
         """
         if (
             not LEAN_INFERENCE
@@ -354,7 +369,7 @@ class MoEFeedForward(nn.Module):
         params = [p for ff in ffns for m in ff._modules.values() for p in m._parameters.values()]
         if len(params) != 4 * len(ffns):
             return None
-        key = [(p._version, p.data_ptr()) for p in params]
+        key = [_optimizer_steps, *((p._version, p.data_ptr()) for p in params)]
         cached = self.__dict__.get("_inference_cache")
         if cached is not None and cached[0] == key:
             return cached[2]

@@ -433,8 +433,8 @@ def test_inference_dispatch_with_a_fixed_group(free, monkeypatch):
 
 def test_inference_weight_copies_follow_the_parameters(monkeypatch):
     """The cached row-major copies follow in-place changes, load_state_dict (copy and assign),
-    a dtype change and keep_experts; training mode, autograd and a capacity factor take the
-    sorted dispatch."""
+    a dtype change, keep_experts and optimizer steps (fused too); training mode, autograd and a
+    capacity factor take the sorted dispatch."""
     torch.manual_seed(5)
     moe = MoEFeedForward(D, FF, num_experts=4, top_k=2, num_shared_experts=1).eval()
     x = torch.randn(2, 9, D)
@@ -458,6 +458,12 @@ def test_inference_weight_copies_follow_the_parameters(monkeypatch):
     moe.float()
     moe.keep_experts([3, 0, 2])
     check()
+    # optimizer steps: the fused AdamW kernel does not bump the parameters' version counters
+    for fused in (True, False):
+        opt = torch.optim.AdamW(moe.parameters(), lr=0.1, fused=fused)
+        moe(x, mask)[0].square().sum().backward()
+        opt.step()
+        check()
     calls = []
     lean = MoEFeedForward._dispatch_inference
     monkeypatch.setattr(
