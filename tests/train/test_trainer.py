@@ -128,8 +128,25 @@ def test_loss_falls_and_average_makes_a_loadable_package(corpus, tmp_path):
     # the package carries the CMVN of the training data (not the identity)
     cmvn = json.loads(corpus["cmvn"].read_text())
     torch.testing.assert_close(loaded.model.cmvn_mean, torch.tensor(cmvn["mean"]).float())
+    # the dev loss recorded during training is the saved model's dev loss (an inference weight
+    # cache once went stale across fused optimizer steps and skewed every epoch's dev metrics)
+    assert main(["average", "--exp", str(exp), "--num", "1", "--overwrite"]) == 0
+    one = load_package(exp / "model.pt")
+    (epoch,) = one.meta["averaged_epochs"]
+    assert _dev_loss(one, corpus["dev"]) == pytest.approx(history[epoch]["dev_loss"], rel=1e-4)
     # refusing to overwrite an earlier run
     assert main(_args(corpus, exp)) == 1
+
+
+def _dev_loss(pkg, dev) -> float:
+    """The trainer's dev evaluation of a package (same dataset, batches and metric)."""
+    from moe_asr.data.dataset import AsrDataset, make_loader, make_sampler
+    from moe_asr.train.dev import evaluate_dev
+
+    cfg = pkg.config
+    ds = AsrDataset(dev, pkg.tokenizer, pkg.label_vocab, cfg.data, train=False, seed=cfg.train.seed)
+    loader = make_loader(ds, make_sampler(ds, shuffle=False, seed=cfg.train.seed), 0)
+    return evaluate_dev(pkg.model, loader, pkg.tokenizer, torch.device("cpu"), False)["loss"]
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["full", "dynamic_chunks"])
