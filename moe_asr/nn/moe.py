@@ -334,8 +334,8 @@ class MoEFeedForward(nn.Module):
         ys = torch.cat(outs)
         if k == 1 and self.capacity_factor == 0:
             # a permutation of the frames: put the rows back, then weight them in frame order
-            # (the same products as below, without the zero fill and the weights' gather)
-            # (in place into a fresh tensor: the out-of-place index_copy would first copy it)
+            # (the same products as below, without the zero fill and the weights' gather), in
+            # place into a fresh tensor (the out-of-place index_copy would first copy it)
             return torch.empty_like(ys).index_copy_(0, tokens, ys) * weight
         ys = ys * flat_w.index_select(0, order)[:, None]
         return torch.zeros_like(x, dtype=ys.dtype).index_add_(0, tokens, ys)
