@@ -245,6 +245,14 @@ class MoEFeedForward(nn.Module):
             )
         return out, stats
 
+    def train(self, mode: bool = True) -> MoEFeedForward:
+        """As nn.Module.train; entering training mode frees the inference weight copies
+        (a training run would otherwise hold them, as much memory as the experts, between its
+        dev evaluations, which rebuild them anyway)."""
+        if mode:
+            self.__dict__.pop("_inference_cache", None)
+        return super().train(mode)
+
     @torch.no_grad()
     def keep_experts(self, keep: list[int], *, fixed_group: int = 0, fixed_free: int = 0) -> None:
         """Drop every routed expert not in ``keep`` and its router row, in place.

@@ -470,6 +470,9 @@ def test_inference_weight_copies_follow_the_parameters(monkeypatch):
         MoEFeedForward, "_dispatch_inference", lambda *a: calls.append(1) or lean(*a)
     )
     moe(x, mask)  # autograd on
+    assert "_inference_cache" in moe.__dict__
+    moe.train()  # training mode frees the copies
+    assert "_inference_cache" not in moe.__dict__
     moe.train()
     with torch.no_grad():
         moe(x, mask)
