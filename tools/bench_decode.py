@@ -112,6 +112,13 @@ def _encoder_pass(model, batches):
     return run
 
 
+def _int8_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` with dynamic int8 linear layers (the PyTorch int8 rows)."""
+    return torch.ao.quantization.quantize_dynamic(
+        copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8
+    )
+
+
 def _encoder_rounds(models: dict, batches, seconds: float, args) -> dict[str, dict]:
     """Per model: RTF of encoder + CTC head, median and IQR of interleaved rounds, and the
     per-round RTFs (for paired ratios)."""
@@ -171,9 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_utts:
             dd = load_datadir(data)
             data = write_datadir(subset_datadir(dd, dd.utt_ids[: args.max_utts]), work / "data")
-        qmodel = torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(pkg.model), {torch.nn.Linear}, dtype=torch.qint8
-        )
+        qmodel = _int8_copy(pkg.model)
         qpkg = dataclasses.replace(pkg, model=qmodel)
         int8_modes = ("ctc_greedy", "attention_rescoring")
         decodes = _decode_rounds(

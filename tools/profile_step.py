@@ -30,7 +30,6 @@ looks slower here than in bench_train.py; read the shares and differences, not t
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -42,6 +41,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchlib, bench_train
+from bench_decode import _encoder_pass, _int8_copy  # noqa: E402
 from bench_train import _VOCAB, _batch, _model_config, _train_step  # noqa: E402
 from benchlib import print_header  # noqa: E402
 
@@ -119,15 +119,11 @@ def _label_forward(model: nn.Module) -> None:
 
 
 def _inference_step(model: nn.Module, feats: torch.Tensor, feat_lens: torch.Tensor):
-    """Encoder + CTC log-probs of the batch in eval mode without autograd (the decoding
-    front half that tools/bench_decode.py times)."""
+    """Encoder + CTC log-probs of the batch in eval mode without autograd: the pass that
+    tools/bench_decode.py times, on this one batch."""
     model.eval()
-
-    def step() -> None:
-        with torch.inference_mode():
-            model.ctc_log_probs(model.encode(feats, feat_lens))
-
-    return step
+    run = _encoder_pass(model, [(feats, feat_lens)])
+    return lambda: run(0)
 
 
 def _category(op: str) -> str:
@@ -194,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     what = (
         "inference (encoder + CTC head, eval, no grad)"
         if args.inference
-        else ("full-model step (fwd + bwd + clip + AdamW)")
+        else "full-model step (fwd + bwd + clip + AdamW)"
     )
     print(
         f"batch {args.batch} x {args.seconds:g} s; {what}; "
@@ -211,11 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.inference:
             steps[name] = _inference_step(model, feats, feat_lens)
             if args.int8 and name != "moe8k2_half":
-                # what bench_decode's int8 row runs: dynamic int8 linear layers
-                qmodel = torch.ao.quantization.quantize_dynamic(
-                    copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8
-                )
-                steps[f"{name}_int8"] = _inference_step(qmodel, feats, feat_lens)
+                steps[f"{name}_int8"] = _inference_step(_int8_copy(model), feats, feat_lens)
         else:
 
             def loss(model: nn.Module = model) -> torch.Tensor:
