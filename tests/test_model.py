@@ -585,3 +585,39 @@ def test_chunk_convolution_streaming_config_is_moe_yaml_plus_streaming():
     plain = build_model(load_config(conf / "moe.yaml").model, 40, None).state_dict()
     streaming = build_model(chunkconv.model, 40, None).state_dict()
     assert {k: v.shape for k, v in plain.items()} == {k: v.shape for k, v in streaming.items()}
+
+
+def _value_router_cfg(**guidance_kw):
+    guidance = GuidanceConfig(labels=["accent"], value_routers=True, **guidance_kw)
+    return _cfg(num_experts=2, top_k=1, ctc_weight=1.0, guidance=guidance)
+
+
+def test_value_router_model_starts_as_the_unguided_model():
+    torch.manual_seed(0)
+    plain = build_model(_cfg(num_experts=2, top_k=1, ctc_weight=1.0), V, None).eval()
+    cfg = _value_router_cfg(utterance_estimate=True, estimate_layer=0, label_dropout=1.0)
+    guided = build_model(cfg, V, VOCAB).eval()
+    missing, unexpected = guided.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("guidance.") for k in missing)
+    feats, lens, _, _ = _batch([30, 22], [1, 1])
+    with torch.no_grad():
+        a, b = plain.encode(feats, lens), guided.encode(feats, lens)
+    torch.testing.assert_close(b.out, a.out)
+
+
+def test_value_routers_alone_carry_the_label_into_routing():
+    """The answer is decided by the label only (the audio is noise) and the label embedding
+    is held at zero, so only the per-value router corrections can route by it."""
+    cfg = _value_router_cfg(embed=True, label_dropout=0.0)
+    model = build_model(cfg, V, VOCAB)
+    model.guidance.embed["accent"].weight.requires_grad_(False)
+    model = _train(model, steps=120, audio_cue=False)
+    assert not model.guidance.embed["accent"].weight.any()
+    feats, lens, _, _, _ = _toy_batch(32, 20_000, audio_cue=False)
+    for value, token in (("a", 2), ("b", 3)):
+        with torch.no_grad():
+            forced = model.encode(
+                feats, lens, RoutingOptions(mode="forced", forced={"accent": value})
+            )
+        answer = model.ctc_log_probs(forced).argmax(-1).max(-1).values
+        assert (answer == token).float().mean() > 0.9, value

@@ -292,6 +292,12 @@ def _open(model_path: Path, out: Path, overwrite: bool, coverage: float):
             f"{model_path}: a dense model (model.ffn: {pkg.config.model.ffn}) has no experts "
             "to extract; pass a package trained with model.ffn: moe"
         )
+    if pkg.config.model.moe.guidance.value_routers:
+        raise ExtractError(
+            f"{model_path}: its label values have router corrections over every expert "
+            "(model.moe.guidance.value_routers), which extract cannot cut yet; extract from "
+            "a model without them"
+        )
     return pkg
 
 

@@ -45,6 +45,11 @@ class GuidanceConfig:
     utterance_estimate: bool = False
     estimate_layer: int = 1
     estimate_loss_weight: float = 0.3
+    # (f) each label value its own router correction (E x D per MoE feed-forward of the
+    # guided layers) added to the router weight, selected and mixed like the embedding of
+    # (a)/(d) (label-free: the (d) estimate's probabilities); zero-initialised with the
+    # embeddings, so a model continued from an unguided one starts exactly where it was
+    value_routers: bool = False
     # MoE layers (0-based) that get guidance ((a), (b), (c), (d) inputs, (e)); the others
     # route freely. Empty = every MoE layer. (b)/(c)/(e) use `router_loss_layers` if given.
     guided_layers: list[int] = field(default_factory=list)

@@ -155,6 +155,12 @@ def _check_model(c: _Checker, cfg: Config) -> None:
     c.unit("model.moe.guidance.label_dropout", g.label_dropout)
     c.at_least("model.moe.guidance.router_loss_weight", g.router_loss_weight, 0)
     c.at_least("model.moe.guidance.estimate_loss_weight", g.estimate_loss_weight, 0)
+    c.rule(
+        not g.value_routers or (bool(g.labels) and (g.embed or g.utterance_estimate)),
+        "model.moe.guidance.value_routers",
+        g.value_routers,
+        "needs labels and embed or utterance_estimate (what selects a value's router)",
+    )
     f = cfg.data.features
     c.rule(
         f.num_mel_bins == m.input_dim,

@@ -235,7 +235,7 @@ class ConformerLayer(nn.Module):
     ) -> Tensor:
         """x + 0.5 * feed-forward half ``half`` (0 = first macaron half); appends its stats."""
         ff, norm = (self.ff1, self.norm_ff1) if half == 0 else (self.ff2, self.norm_ff2)
-        h, s = self._ff(ff, norm(x), mask, routing)
+        h, s = self._ff(ff, norm(x), mask, routing.for_half(half) if routing else None)
         if s is not None:
             s.half = half
             stats.append(s)

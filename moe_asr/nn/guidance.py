@@ -26,6 +26,12 @@ label) are single values or families (``groups``: value -> family), see ``nn.gro
     group (a dropped or unknown label: the group router's choice); label-free inference
     uses the group router. ``free_experts`` of the top-k choices (with (c) or (e)) are free
     over all experts: a path shared across groups.
+(f) ``value_routers``: each label value has its own router correction per guided MoE
+    feed-forward, an (E, D) matrix added to the router weight, selected or mixed with the
+    same weights as the embedding of (a)/(d) (one-hot of the kept label, else the (d)
+    estimate's probabilities): accent-specific routing over experts that every accent
+    shares. Corrections and embeddings start at zero, so a continuation of an unguided
+    model starts as that model.
 The label loss ((b) + (d)) is scaled by the step schedule ``loss_scale(step)``.
 """
 
@@ -34,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from moe_asr.config import MoEConfig
@@ -124,7 +131,18 @@ class LabelGuidance(nn.Module):
         if cfg.embed or cfg.utterance_estimate:
             for n in self.names:
                 self.embed[n] = nn.Embedding(self.vocab.size(n), d_model)
-                nn.init.normal_(self.embed[n].weight, std=0.1)
+                if cfg.value_routers:
+                    nn.init.zeros_(self.embed[n].weight)
+                else:
+                    nn.init.normal_(self.embed[n].weight, std=0.1)
+        # (f): name -> layer -> (V, 2 macaron halves, E, D)
+        self.value_routers = nn.ModuleDict()
+        if cfg.value_routers:
+            for n in self.names:
+                shape = (self.vocab.size(n), 2, moe.num_experts, d_model)
+                self.value_routers[n] = nn.ParameterDict(
+                    {str(i): nn.Parameter(torch.zeros(shape)) for i in sorted(self.guided)}
+                )
         self.heads = nn.ModuleDict()
         if cfg.utterance_estimate:
             for n in self.names:
@@ -284,7 +302,9 @@ class LabelGuidance(nn.Module):
                 label_logits.update(self.estimate(h, mask))
             if i not in self.moe_layers:
                 return None
-            cond = self._condition(plan, i, label_logits) if i in self.guided else None
+            cond, delta = None, None
+            if i in self.guided:
+                cond, delta = self._condition(plan, i, label_logits)
             allowed = None
             if i in self.group_layers and self.label_groups is not None:
                 if self.group_routers:
@@ -292,32 +312,48 @@ class LabelGuidance(nn.Module):
                 elif plan.group is not None:
                     allowed = self._group_experts[plan.group]  # (B, E)
             disabled = tuple(routing.expert_mask.get(i, ()))
-            if cond is None and allowed is None and not disabled:
+            if cond is None and delta is None and allowed is None and not disabled:
                 return None
             free = self.cfg.free_experts if allowed is not None else 0
-            return MoERouting(cond=cond, allowed=allowed, free=free, disabled=disabled)
+            return MoERouting(
+                cond=cond, router_delta=delta, allowed=allowed, free=free, disabled=disabled
+            )
 
         return route
 
     def _condition(
         self, plan: GuidancePlan, layer: int, label_logits: dict[str, Tensor]
-    ) -> Tensor | None:
-        """(B, D) router condition: (a) embeddings, (d) soft estimate embeddings, or None."""
-        cond = None
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Router inputs of ``layer``: the (B, D) condition of (a)/(d) embeddings and the
+        (B, 2, E, D) router corrections of (f), each summed over labels, or None."""
+        cond, delta = None, None
         for n in self.names:
             if n not in self.embed:
                 continue
-            table = self.embed[n].weight  # (V, D)
-            kept = plan.kept[n]
-            if self.estimate_after is not None and layer > self.estimate_after:
-                soft = label_logits[n].softmax(-1).to(table.dtype) @ table  # (B, D)
-                e = torch.where((kept > 0)[:, None], table[kept], soft)
-            elif self.cfg.embed:
-                e = table[kept]
-            else:
+            w = self._value_weights(plan, n, layer, label_logits)
+            if w is None:
                 continue
+            table = self.embed[n].weight  # (V, D)
+            e = w.to(table.dtype) @ table
             cond = e if cond is None else cond + e
-        return cond
+            if n in self.value_routers:
+                rows = self.value_routers[n][str(layer)]  # (V, 2, E, D)
+                d = (w.to(rows.dtype) @ rows.flatten(1)).view(-1, *rows.shape[1:])
+                delta = d if delta is None else delta + d
+        return cond, delta
+
+    def _value_weights(
+        self, plan: GuidancePlan, name: str, layer: int, label_logits: dict[str, Tensor]
+    ) -> Tensor | None:
+        """(B, V) weights over label ``name``'s values for ``layer``'s router inputs: one-hot
+        of the kept label; after the (d) estimate, its probabilities where the label is
+        unknown or dropped; None where nothing reaches the layer."""
+        kept = plan.kept[name]
+        onehot = F.one_hot(kept, self.vocab.size(name)).float()
+        if self.estimate_after is not None and layer > self.estimate_after:
+            soft = label_logits[name].float().softmax(-1)
+            return torch.where((kept > 0)[:, None], onehot, soft)
+        return onehot if self.cfg.embed else None
 
     def _group_route(
         self, plan: GuidancePlan, layer: int, h: Tensor, mask: Tensor, out: dict[int, Tensor]
@@ -448,8 +484,8 @@ class LabelGuidance(nn.Module):
         return torch.stack(evidence).mean(0).softmax(-1) if evidence else None
 
     def grown_rows(self, name: str, group: int | None) -> dict[str, Tensor]:
-        """Label ``name``'s embedding and estimate-head output tensors (state-dict names under
-        this module) with a row appended for a new value: the mean of group ``group``'s
+        """Label ``name``'s embedding, (f) router-correction and estimate-head output tensors
+        (state-dict names under this module) with a row appended for a new value: the mean of group ``group``'s
         values (so forcing it routes as they do); without a group, ``unk``'s embedding (what
         label-free routing feeds) and the mean head row of the known values."""
         ids = list(range(1, self.vocab.size(name)))
@@ -462,6 +498,10 @@ class LabelGuidance(nn.Module):
                 table = self.embed[name].weight
                 row = table[ids].mean(0) if group is not None else table[0]
                 out[f"embed.{name}.weight"] = torch.cat([table, row[None]])
+            routers = self.value_routers[name] if name in self.value_routers else {}
+            for layer, rows in routers.items():
+                row = rows[ids].mean(0) if group is not None else rows[0]
+                out[f"value_routers.{name}.{layer}"] = torch.cat([rows, row[None]])
             if name in self.heads:
                 last = self.heads[name][-1]
                 for key, t in (("weight", last.weight), ("bias", last.bias)):

@@ -17,6 +17,7 @@ few frames, where the per-operator cost dominates, to a batch of utterances.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -101,6 +102,9 @@ class MoERouting:
     """Per-call routing inputs for one MoE layer.
 
     cond: (B, D) added to every frame's router input (label embedding), or None;
+    router_delta: (B, E, D) added to the router weight per utterance (a label value's own
+        router correction, ``guidance.value_routers``), or None; ``LabelGuidance`` builds
+        it per macaron half as (B, 2, E, D) and each half takes its own (``for_half``);
     allowed: (B, E) or (B, T, E) bool, experts each utterance (or frame) may use (label
         groups), or None;
     free: the last ``free`` of the top-k choices ignore ``allowed`` and take the best
@@ -109,9 +113,16 @@ class MoERouting:
     """
 
     cond: Tensor | None = None
+    router_delta: Tensor | None = None
     allowed: Tensor | None = None
     free: int = 0
     disabled: tuple[int, ...] = ()
+
+    def for_half(self, half: int) -> MoERouting:
+        """The routing of macaron half ``half`` (0 / 1): its slice of a per-half delta."""
+        if self.router_delta is None or self.router_delta.dim() == 3:
+            return self
+        return dataclasses.replace(self, router_delta=self.router_delta[:, half])
 
 
 def expert_groups(num_experts: int, num_groups: int) -> list[list[int]]:
@@ -187,6 +198,8 @@ class MoEFeedForward(nn.Module):
             utt = real // t  # (N,) utterance of each real frame
             router_in = xr + routing.cond.to(xr.dtype).index_select(0, utt)
         logits = self.router(router_in).float()  # (N, E)
+        if routing is not None and routing.router_delta is not None:
+            logits = logits + self._delta_logits(x, routing, real, all_real)
         sel = logits
         if self.training and self.noisy_gate_std > 0:
             sel = sel + torch.randn_like(sel) * self.noisy_gate_std
@@ -285,6 +298,17 @@ class MoEFeedForward(nn.Module):
         self.__dict__.pop("_inference_cache", None)  # the dropped experts' weight copies
         self.num_experts = len(keep)
         self.fixed_group, self.fixed_free = fixed_group, fixed_free
+
+    @staticmethod
+    def _delta_logits(x: Tensor, routing: MoERouting, real: Tensor, all_real: bool) -> Tensor:
+        """(N, E) logits of the per-utterance router corrections on the real frames' router
+        input (batched over utterances: no per-frame copy of the (E, D) corrections)."""
+        delta = routing.router_delta
+        assert delta is not None and delta.dim() == 3
+        full = x if routing.cond is None else x + routing.cond.to(x.dtype)[:, None, :]
+        out = torch.bmm(full, delta.to(x.dtype).transpose(1, 2)).float()  # (B, T, E)
+        out = out.reshape(-1, out.shape[-1])
+        return out if all_real else out.index_select(0, real)
 
     @staticmethod
     def _allowed_rows(routing: MoERouting, real: Tensor, t: int) -> Tensor:

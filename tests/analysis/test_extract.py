@@ -291,3 +291,24 @@ def test_hard_group_models_are_cut_by_group_not_coverage(setup, tmp_path):
         extract_model(
             path, setup["data"], label="accent", values=["x"], coverage=0.9, out=tmp_path / "o.pt"
         )
+
+
+def test_value_router_models_are_refused_with_a_reason(setup, tmp_path):
+    from moe_asr.config import GuidanceConfig
+
+    guidance = GuidanceConfig(labels=["accent"], embed=True, value_routers=True)
+    cfg = _config(guidance=guidance)
+    tok = train_tokenizer(TEXTS, TokenizerConfig(type="char"))
+    vocab = LabelVocab({"accent": ["unk", "x", "y"]})
+    path = save_package(
+        tmp_path / "v.pt",
+        config=cfg,
+        model_state=build_model(cfg.model, tok.vocab_size, vocab).state_dict(),
+        tokenizer_bytes=tok.to_bytes(),
+        label_vocab=vocab,
+    )
+    with pytest.raises(ExtractError, match=r"value_routers.*cannot cut"):
+        extract_model(
+            path, setup["data"], label="accent", values=["x"], coverage=0.9, out=tmp_path / "o.pt"
+        )
+    assert not (tmp_path / "o.pt").exists()

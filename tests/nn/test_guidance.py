@@ -254,3 +254,46 @@ def test_augmentation_labels_guide_with_a_vocabulary_from_the_config():
     assert routes[0].allowed.tolist() == [[False, True, False]] * 3  # one expert per type
     with pytest.raises(UserError, match="unknown snr; the model knows clean, <0, 0..10, >=10"):
         g.forced_routing({"snr": "5"})
+
+
+def test_value_routers_follow_the_forced_value_and_the_estimate_label_free():
+    g = _guidance(
+        labels=["accent"],
+        utterance_estimate=True,
+        estimate_layer=0,
+        value_routers=True,
+        guided_layers=[2, 3],
+    )
+    assert sorted(g.value_routers["accent"]) == ["2", "3"]
+    assert g.value_routers["accent"]["2"].shape == (5, 2, 4, D)
+    assert not g.embed["accent"].weight.any()  # starts at zero: routes as unguided
+    with torch.no_grad():
+        for rows in g.value_routers["accent"].values():
+            rows.normal_()
+    forced, _ = _run(g, RoutingOptions(mode="forced", forced={"accent": "fr"}))
+    fr = VOCAB.index("accent", "fr")
+    assert forced[0] is None and forced[1] is None  # not guided
+    for i in (2, 3):
+        want = g.value_routers["accent"][str(i)][fr].expand(3, -1, -1, -1)
+        torch.testing.assert_close(forced[i].router_delta, want)
+    label_logits, group_logits = {}, {}
+    fn = g.route_fn(RoutingOptions(), None, 3, torch.device("cpu"), label_logits, group_logits)
+    h, mask = torch.randn(3, 5, D), torch.ones(3, 5, dtype=torch.bool)
+    free = {i: fn(i, h, mask) for i in range(4)}
+    probs = label_logits["accent"].softmax(-1)  # the estimate of layer 0, unk held at 0
+    rows = g.value_routers["accent"]["3"]
+    want = torch.einsum("bv,vhed->bhed", probs, rows)
+    torch.testing.assert_close(free[3].router_delta, want, atol=1e-5, rtol=1e-5)
+    # a new value's grown row: the mean of its group's values, or unk's without a group
+    grown = g.grown_rows("accent", None)["value_routers.accent.3"]
+    assert grown.shape == (6, 2, 4, D) and torch.equal(grown[-1], rows[0])
+
+
+def test_value_routers_need_a_label_source():
+    from moe_asr.config import Config, validate_config
+
+    cfg = Config()
+    cfg.model.ffn = "moe"
+    cfg.model.moe.guidance = GuidanceConfig(labels=["accent"], value_routers=True)
+    with pytest.raises(ConfigError, match="value_routers.*embed or utterance_estimate"):
+        validate_config(cfg)

@@ -493,3 +493,22 @@ def test_dynamic_int8_quantized_experts_run_at_inference():
         ref, got = moe(x, mask)[0], q(x, mask)[0]
     assert got.shape == ref.shape
     assert (got - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+@pytest.mark.parametrize("lens", [[6, 6], [6, 4]], ids=["all_real", "padded"])
+def test_router_delta_adds_a_per_utterance_router_weight(lens):
+    torch.manual_seed(0)
+    moe = MoEFeedForward(D, 16, 4, 2).eval()
+    x, mask = torch.randn(2, 6, D), _mask(lens, 6)
+    cond, delta = torch.randn(2, D), torch.randn(2, 4, D)
+    _, stats = moe(x, mask, MoERouting(cond=cond, router_delta=delta))
+    for b, n in enumerate(lens):
+        want = (x[b, :n] + cond[b]) @ (moe.router.weight + delta[b]).T
+        torch.testing.assert_close(stats.logits[b, :n], want, atol=1e-5, rtol=1e-5)
+    # zero corrections route as no corrections; a per-half (B, 2, E, D) is sliced per half
+    y0, _ = moe(x, mask, MoERouting(cond=cond))
+    yz, _ = moe(x, mask, MoERouting(cond=cond, router_delta=torch.zeros(2, 4, D)))
+    torch.testing.assert_close(yz, y0)
+    halves = MoERouting(router_delta=torch.stack([delta, -delta], 1))
+    assert torch.equal(halves.for_half(1).router_delta, -delta)
+    assert MoERouting(router_delta=delta).for_half(1).router_delta is delta
