@@ -243,9 +243,11 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--params",
         default="router",
-        choices=["router", "router+experts", "all"],
-        help="what trains: MoE routers + label guidance (embeddings, group routers, estimate "
-        "heads); also the experts; everything",
+        choices=["value", "router", "router+experts", "all"],
+        help="what trains: only VALUE's own rows (its label embedding, value-router and "
+        "estimate-head rows: no other value's routing changes; use with --replay-data so the "
+        "estimate learns what VALUE is not); MoE routers + label guidance (embeddings, group "
+        "routers, estimate heads); also the experts; everything",
     )
     p.add_argument("--minutes", type=float, default=None, help="default: all of VALUE's data")
     p.add_argument(

@@ -33,6 +33,7 @@ from moe_asr.config.schema import (
 from moe_asr.config.validation import (
     SECTIONS,
     TRAINABLE_SETS,
+    VALUE_SET_PREFIX,
     validate_config,
     waveform_augmentation,
 )
@@ -60,4 +61,5 @@ __all__ = [
     "waveform_augmentation",
     "SECTIONS",
     "TRAINABLE_SETS",
+    "VALUE_SET_PREFIX",
 ]

@@ -8,7 +8,13 @@ from typing import Any
 from moe_asr.config.schema import AugmentConfig, Config, ConfigError
 from moe_asr.synth.noise import GENERATED_NOISE  # data.augment.noise_types
 
-__all__ = ["SECTIONS", "TRAINABLE_SETS", "validate_config", "waveform_augmentation"]
+__all__ = [
+    "SECTIONS",
+    "TRAINABLE_SETS",
+    "VALUE_SET_PREFIX",
+    "validate_config",
+    "waveform_augmentation",
+]
 
 
 # names the rest of the code accepts (kept here so that a typo fails before any work)
@@ -21,6 +27,8 @@ _DECODE_MODES = ("ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescor
 _LM_UNITS = ("word", "token")
 # train.trainable: the parameter sets a run may train (moe_asr.train.adapt selects them)
 TRAINABLE_SETS = ("all", "router", "router+experts")
+# ... or one label value's rows: "value:accent=sv" (moe_asr.train.trainable)
+VALUE_SET_PREFIX = "value:"
 
 
 class _Checker:
@@ -278,7 +286,16 @@ def _check_train(c: _Checker, cfg: Config) -> None:
     c.at_least("train.patience", t.patience, 0)
     c.at_least("train.max_bad_steps", t.max_bad_steps, 1)
     c.at_least("train.num_threads", t.num_threads, 0)
-    c.choice("train.trainable", t.trainable, TRAINABLE_SETS)
+    if t.trainable.startswith(VALUE_SET_PREFIX):
+        name, sep, value = t.trainable[len(VALUE_SET_PREFIX) :].partition("=")
+        c.rule(
+            bool(name and sep and value),
+            "train.trainable",
+            t.trainable,
+            "expected value:NAME=VALUE",
+        )
+    else:
+        c.choice("train.trainable", t.trainable, TRAINABLE_SETS)
 
 
 def _check_decode(c: _Checker, cfg: Config) -> None:

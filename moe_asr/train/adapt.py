@@ -40,7 +40,14 @@ from pathlib import Path
 
 import torch
 
-from moe_asr.config import TRAINABLE_SETS, Config, ConfigError, apply_overrides, validate_config
+from moe_asr.config import (
+    TRAINABLE_SETS,
+    VALUE_SET_PREFIX,
+    Config,
+    ConfigError,
+    apply_overrides,
+    validate_config,
+)
 from moe_asr.errors import UserError
 from moe_asr.files import DirLock, atomic_write_text
 from moe_asr.train.adapt_data import (
@@ -64,9 +71,10 @@ __all__ = [
     "adapt_model",
 ]
 
-# `--params` choices, cheapest first (the names of train.trainable)
-PARAM_SETS = ("router", "router+experts", "all")
-assert set(PARAM_SETS) == set(TRAINABLE_SETS)
+# `--params` choices, cheapest first (the names of train.trainable; `value`: the new
+# value's own rows, train.trainable = value:NAME=VALUE)
+PARAM_SETS = ("value", "router", "router+experts", "all")
+assert set(PARAM_SETS) == {"value", *TRAINABLE_SETS}
 
 
 class AdaptError(UserError):
@@ -80,7 +88,7 @@ class AdaptSetup:
     label: str  # e.g. "accent"
     value: str  # e.g. "pt"
     out: Path  # the adapted package
-    params: str = "router"  # router | router+experts | all
+    params: str = "router"  # value | router | router+experts | all
     minutes: float | None = None  # None: every utterance of the value
     dev_data: Path | None = None  # None: the selection itself
     exp_dir: Path | None = None  # None: <out dir>/<out stem>_adapt
@@ -151,7 +159,7 @@ def adapt_model(setup: AdaptSetup) -> AdaptResult:
         plan.update(_choose_group(setup, pkg, guidance, selection))
     vocab, cfg.model, base = _grow(setup, pkg, guidance, plan["group"], cfg)
     total = sum(p.numel() for p in base.parameters())
-    trainable = set_trainable(base, setup.params)
+    trainable = set_trainable(base, _trainable(setup))
 
     with DirLock(work, what="adaptation"):
         if stored is None:
@@ -365,6 +373,13 @@ _SET_BY_OPTIONS = {
 }
 
 
+def _trainable(setup: AdaptSetup) -> str:
+    """train.trainable of ``--params``."""
+    if setup.params == "value":
+        return f"{VALUE_SET_PREFIX}{setup.label}={setup.value}"
+    return setup.params
+
+
 def _adapt_config(setup: AdaptSetup, config: Config, base: Path) -> Config:
     """The package's config with the adaptation's training settings and ``--set``."""
     for item in setup.overrides:
@@ -375,7 +390,7 @@ def _adapt_config(setup: AdaptSetup, config: Config, base: Path) -> Config:
     t = cfg.train
     t.seed = setup.seed
     t.init, t.init_noise = str(base.resolve()), 0.0
-    t.trainable = setup.params
+    t.trainable = _trainable(setup)
     t.max_steps, t.max_epochs = setup.steps, 1_000_000  # the update budget decides
     t.max_minutes, t.patience, t.save_every_steps = 0.0, 0, 0
     t.lr, t.scheduler, t.warmup_steps = t.lr / 4, "cosine", max(1, setup.steps // 10)

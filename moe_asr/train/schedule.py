@@ -14,11 +14,14 @@ __all__ = ["build_optimizer", "build_scheduler", "lr_factor"]
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW (fused where the device has the kernel); no weight decay on biases, norms and
-    embeddings (1-D parameters)."""
+    embeddings (1-D parameters), nor on tensors that train one row only (their other rows,
+    with zero gradients, then stay exactly as they are)."""
+    from moe_asr.train.trainable import rows_only
+
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+            (decay if p.ndim >= 2 and not rows_only(p) else no_decay).append(p)
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

@@ -90,6 +90,12 @@ def env(tmp_path_factory):
             VOCAB,
             edit=_prefer_group_y,
         ),
+        "flat_vr": _package(
+            root / "flat_vr.pt",
+            _config(GuidanceConfig(**{**vars(FLAT), "value_routers": True})),
+            tok,
+            VOCAB,
+        ),
         "dense": _package(root / "dense.pt", _config(ffn="dense"), tok, None),
         "noise": _package(
             root / "noise.pt",
@@ -186,6 +192,49 @@ def test_only_the_chosen_parameters_change(env, tmp_path, params):
     assert meta["source_meta"] == {"averaged_epochs": [1]}
     assert r.trainable < r.total or params == "all"
     assert f"train.trainable={params}" in (r.exp_dir / "train.log").read_text() or params == "all"
+
+
+def test_value_set_trains_only_the_new_values_rows(env, tmp_path):
+    """--params value: of every tensor only pt's row moves (AdamW's weight decay included);
+    the known values' rows, routers and experts stay bit-exact."""
+    r = adapt_model(
+        _setup(env, tmp_path, model="flat_vr", params="value", overrides=["train.weight_decay=0.1"])
+    )
+    base = torch.load(r.exp_dir / "adapt" / "base.pt", weights_only=True)["model_state"]
+    after = load_package(r.path)
+    state = after.model.state_dict()
+    changed = _changed(base, state)
+    assert changed == {
+        "guidance.embed.accent.weight",
+        "guidance.heads.accent.3.weight",
+        "guidance.heads.accent.3.bias",
+        "guidance.value_routers.accent.0",
+        "guidance.value_routers.accent.1",
+    }
+    pt = after.label_vocab.index("accent", "pt")
+    for name in changed:
+        assert pt == base[name].shape[0] - 1
+        torch.testing.assert_close(state[name][:pt], base[name][:pt], rtol=0, atol=0)
+        assert not torch.equal(state[name][pt], base[name][pt])
+    assert after.config.train.trainable == "value:accent=pt"
+    d = state["guidance.value_routers.accent.0"][pt].numel()
+    assert r.trainable == 2 * d + 16 + 16 + 1  # corrections, embedding row, head row + bias
+
+
+def test_value_set_errors_name_what_to_pass(env, tmp_path):
+    tok = train_tokenizer(TEXTS, TokenizerConfig(type="char"))
+    model = build_model(_config(FLAT).model, tok.vocab_size, VOCAB)
+    with pytest.raises(UserError, match="not guided by 'noise'.*accent"):
+        set_trainable(model, "value:noise=white")
+    with pytest.raises(UserError, match="no value 'zz'; the model knows x, y"):
+        set_trainable(model, "value:accent=zz")
+    hier = build_model(
+        _config(GuidanceConfig(labels=["accent"], group_router=True, router_loss_weight=0.5)).model,
+        tok.vocab_size,
+        VOCAB,
+    )
+    with pytest.raises(UserError, match="no rows per accent value.*router"):
+        set_trainable(hier, "value:accent=x")
 
 
 def test_new_accent_joins_the_vocabulary_and_decodes_forced_and_label_free(env, tmp_path):
