@@ -27,7 +27,7 @@ _ROWS = "_moe_asr_trained_row"  # parameter attribute: the one row (dim 0) that 
 def trainable_names(model: torch.nn.Module, which: str) -> list[str]:
     """Names of the parameters of set ``which`` (see the module docstring) in ``model``."""
     if which.startswith(VALUE_SET_PREFIX):
-        return sorted(_value_rows(model, which)[0])
+        return _value_rows(model, which)[0]
     if which not in TRAINABLE_SETS:
         raise UserError(
             f"parameter set {which!r} is unknown; use one of {', '.join(TRAINABLE_SETS)} "
@@ -48,10 +48,11 @@ def trainable_names(model: torch.nn.Module, which: str) -> list[str]:
 def set_trainable(model: torch.nn.Module, which: str) -> int:
     """Freeze every parameter outside ``which``; returns the number of trainable values
     (for a value set: the values of its rows)."""
-    rows: dict[str, int] = {}
+    rows: set[str] = set()
+    index = 0
     if which.startswith(VALUE_SET_PREFIX):
-        rows, index = _value_rows(model, which)
-        keep = set(rows)
+        names, index = _value_rows(model, which)
+        keep = rows = set(names)
     else:
         keep = set(trainable_names(model, which))
     if not keep:
@@ -75,8 +76,9 @@ def rows_only(p: torch.Tensor) -> bool:
     return hasattr(p, _ROWS)
 
 
-def _value_rows(model: torch.nn.Module, which: str) -> tuple[dict[str, int], int]:
-    """({parameter name: its value dimension}, the value's row) of ``value:NAME=VALUE``."""
+def _value_rows(model: torch.nn.Module, which: str) -> tuple[list[str], int]:
+    """(names of the parameters with a row per value of NAME, VALUE's row) of
+    ``value:NAME=VALUE``."""
     spec = which[len(VALUE_SET_PREFIX) :]
     name, _, value = spec.partition("=")
     guidance = getattr(model, "guidance", None)
@@ -93,29 +95,22 @@ def _value_rows(model: torch.nn.Module, which: str) -> tuple[dict[str, int], int
             f"{', '.join(known[1:])}"
         )
     index = known.index(value)
-    out = {}
-    for pname, _ in model.named_parameters():
-        parts = pname.split(".")
-        if parts[:3] in (["guidance", "embed", name], ["guidance", "value_routers", name]):
-            out[pname] = 0
-        elif parts[:3] == ["guidance", "heads", name] and pname.startswith(
-            _last_head(guidance, name)
-        ):
-            out[pname] = 0
-    if not out:
+    rows = []  # the tensors whose dim 0 runs over the label's values
+    if name in guidance.embed:
+        rows.append(guidance.embed[name].weight)
+    if name in guidance.value_routers:
+        rows += list(guidance.value_routers[name].values())
+    if name in guidance.heads:
+        last = guidance.heads[name][-1]
+        rows += [last.weight, last.bias]
+    if not rows:
         raise UserError(
             f"train.trainable={which}: the model has no rows per {name} value (it has no "
             "label embedding, value routers or estimate head); train the routers instead "
             "(router)"
         )
-    return out, index
-
-
-def _last_head(guidance, name: str) -> str:
-    heads = guidance.heads
-    if name not in heads:
-        return "\0"  # matches nothing
-    return f"guidance.heads.{name}.{len(heads[name]) - 1}."
+    ids = {id(t) for t in rows}
+    return [n for n, p in model.named_parameters() if id(p) in ids], index
 
 
 def _mask_rows(p: torch.Tensor, index: int) -> None:
