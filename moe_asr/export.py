@@ -76,6 +76,8 @@ def _export_moe_forward(moe: nn.Module, x: Tensor, mask: Tensor, routing=None):
             "it to one group with moe-asr extract --group-of, which exports)"
         )
     logits = moe.router(router_in).float()  # (N, E)
+    if routing is not None and routing.router_delta is not None:  # value routers
+        logits = logits + moe._delta_logits(x, routing, real, False)  # own method
     if moe.fixed_group:  # a group-routed layer cut to one group (extract --group-of)
         allowed = torch.arange(moe.num_experts, device=x.device) < moe.fixed_group  # (E,)
         probs, topw, topi = moe._group_plus_free(logits, allowed, moe.fixed_free)  # own method
