@@ -55,6 +55,10 @@ class ExportResult:
     size_bytes: int
 
 
+# an fp32 export computes what PyTorch does up to float rounding (tests: < 1e-3); more is a bug
+_FP32_MAX_DIFF = 1e-2
+
+
 def _export_moe_forward(moe: nn.Module, x: Tensor, mask: Tensor, routing=None):
     """Trace-friendly ``MoEFeedForward.forward`` for inference, bound to a copy's instance.
 
@@ -173,6 +177,12 @@ def export_model(
         if not torch.equal(got[1].long(), ref_lens.long()):
             raise ExportError(f"exported model gives lengths {got[1].tolist()}, PyTorch {ref_lens}")
         diff, agree = _compare(got[0], ref, ref_lens)
+        if not int8 and diff > _FP32_MAX_DIFF:  # atomic_path keeps nothing of a failed export
+            raise ExportError(
+                f"the exported fp32 model differs from PyTorch by {diff:.3g} in log-probability "
+                f"(> {_FP32_MAX_DIFF}): a computation the export does not reproduce; nothing "
+                "was written, please report it with the model's config"
+            )
     meta = {
         "format": format,
         "int8": int8,

@@ -122,3 +122,16 @@ def test_value_router_model_exports_with_its_estimate_driven_routing(tmp_path):
     )
     res = export_model(load_package(path), tmp_path / "vr.onnx")
     assert res.max_abs_diff < 1e-3 and res.argmax_agreement == 1.0
+
+
+def test_an_fp32_export_that_differs_from_pytorch_is_refused_and_not_written(
+    setup, tmp_path, monkeypatch
+):
+    import moe_asr.export as export
+
+    monkeypatch.setattr(export, "_compare", lambda got, ref, lens: (0.5, 0.9))
+    with pytest.raises(
+        export.ExportError, match="differs from PyTorch by 0.5.*nothing was written"
+    ):
+        export_model(setup["pkg"], tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
