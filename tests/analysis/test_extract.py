@@ -274,40 +274,33 @@ def test_bad_input_gives_one_line_errors(setup, capsys, tmp_path):
     assert load_package(tmp_path / "o.pt").config.model.moe.ffn_experts == [2, 2, 2, 2]
 
 
-def test_hard_group_models_are_cut_by_group_not_coverage(setup, tmp_path):
+def _guided_package(path, **guidance):
+    """An untrained package guided by accent (values x, y) with ``guidance`` options."""
     from moe_asr.config import GuidanceConfig
 
-    cfg = _config(guidance=GuidanceConfig(labels=["accent"], hard_groups=True))
+    cfg = _config(guidance=GuidanceConfig(labels=["accent"], **guidance))
     tok = train_tokenizer(TEXTS, TokenizerConfig(type="char"))
     vocab = LabelVocab({"accent": ["unk", "x", "y"]})
-    path = save_package(
-        tmp_path / "g.pt",
+    return save_package(
+        path,
         config=cfg,
         model_state=build_model(cfg.model, tok.vocab_size, vocab).state_dict(),
         tokenizer_bytes=tok.to_bytes(),
         label_vocab=vocab,
     )
-    with pytest.raises(ExtractError, match=r"guidance\.hard_groups.*--group-of VALUE"):
-        extract_model(
-            path, setup["data"], label="accent", values=["x"], coverage=0.9, out=tmp_path / "o.pt"
-        )
 
 
-def test_value_router_models_are_refused_with_a_reason(setup, tmp_path):
-    from moe_asr.config import GuidanceConfig
-
-    guidance = GuidanceConfig(labels=["accent"], embed=True, value_routers=True)
-    cfg = _config(guidance=guidance)
-    tok = train_tokenizer(TEXTS, TokenizerConfig(type="char"))
-    vocab = LabelVocab({"accent": ["unk", "x", "y"]})
-    path = save_package(
-        tmp_path / "v.pt",
-        config=cfg,
-        model_state=build_model(cfg.model, tok.vocab_size, vocab).state_dict(),
-        tokenizer_bytes=tok.to_bytes(),
-        label_vocab=vocab,
-    )
-    with pytest.raises(ExtractError, match=r"value_routers.*cannot cut"):
+@pytest.mark.parametrize(
+    "guidance, message",
+    [
+        ({"hard_groups": True}, r"guidance\.hard_groups.*--group-of VALUE"),
+        ({"embed": True, "value_routers": True}, r"value_routers.*cannot cut"),
+    ],
+    ids=["hard_groups", "value_routers"],
+)
+def test_models_coverage_cannot_cut_are_refused_with_a_reason(setup, tmp_path, guidance, message):
+    path = _guided_package(tmp_path / "g.pt", **guidance)
+    with pytest.raises(ExtractError, match=message):
         extract_model(
             path, setup["data"], label="accent", values=["x"], coverage=0.9, out=tmp_path / "o.pt"
         )
