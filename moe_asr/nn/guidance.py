@@ -483,28 +483,35 @@ class LabelGuidance(nn.Module):
             ]
         return torch.stack(evidence).mean(0).softmax(-1) if evidence else None
 
+    def value_parameters(self, name: str) -> dict[str, nn.Parameter]:
+        """Label ``name``'s tensors with one row (dim 0) per value, by state-dict name under
+        this module: the embedding, the (f) router corrections, the estimate head's output
+        layer (what a new value grows, and all that ``--params value`` trains)."""
+        out: dict[str, nn.Parameter] = {}
+        if name in self.embed:
+            out[f"embed.{name}.weight"] = self.embed[name].weight
+        if name in self.value_routers:
+            for layer, rows in self.value_routers[name].items():
+                out[f"value_routers.{name}.{layer}"] = rows
+        if name in self.heads:
+            last = len(self.heads[name]) - 1
+            out[f"heads.{name}.{last}.weight"] = self.heads[name][last].weight
+            out[f"heads.{name}.{last}.bias"] = self.heads[name][last].bias
+        return out
+
     def grown_rows(self, name: str, group: int | None) -> dict[str, Tensor]:
-        """Label ``name``'s embedding, (f) router-correction and estimate-head output tensors
-        (state-dict names under this module) with a row appended for a new value: the mean of group ``group``'s
-        values (so forcing it routes as they do); without a group, ``unk``'s embedding (what
-        label-free routing feeds) and the mean head row of the known values."""
+        """``value_parameters(name)`` with a row appended for a new value: the mean of group
+        ``group``'s values (so forcing it routes as they do); without a group, ``unk``'s
+        embedding and corrections (what label-free routing feeds) and the mean head row of
+        the known values."""
         ids = list(range(1, self.vocab.size(name)))
         if group is not None:
             assert self.label_groups is not None and name == self.group_label
             ids = [v for v in ids if self.label_groups.value_group[v] == group]
         out: dict[str, Tensor] = {}
         with torch.no_grad():
-            if name in self.embed:
-                table = self.embed[name].weight
-                row = table[ids].mean(0) if group is not None else table[0]
-                out[f"embed.{name}.weight"] = torch.cat([table, row[None]])
-            routers = self.value_routers[name] if name in self.value_routers else {}
-            for layer, rows in routers.items():
-                row = rows[ids].mean(0) if group is not None else rows[0]
-                out[f"value_routers.{name}.{layer}"] = torch.cat([rows, row[None]])
-            if name in self.heads:
-                last = self.heads[name][-1]
-                for key, t in (("weight", last.weight), ("bias", last.bias)):
-                    grown = torch.cat([t, t[ids].mean(0, keepdim=True)])
-                    out[f"heads.{name}.{len(self.heads[name]) - 1}.{key}"] = grown
-        return {k: v.detach().clone() for k, v in out.items()}
+            for key, t in self.value_parameters(name).items():
+                as_unk = group is None and not key.startswith("heads.")
+                row = t[0] if as_unk else t[ids].mean(0)
+                out[key] = torch.cat([t, row[None]]).detach().clone()
+        return out

@@ -95,14 +95,7 @@ def _value_rows(model: torch.nn.Module, which: str) -> tuple[list[str], int]:
             f"{', '.join(known[1:])}"
         )
     index = known.index(value)
-    rows = []  # the tensors whose dim 0 runs over the label's values
-    if name in guidance.embed:
-        rows.append(guidance.embed[name].weight)
-    if name in guidance.value_routers:
-        rows += list(guidance.value_routers[name].values())
-    if name in guidance.heads:
-        last = guidance.heads[name][-1]
-        rows += [last.weight, last.bias]
+    rows = guidance.value_parameters(name).values()
     if not rows:
         raise UserError(
             f"train.trainable={which}: the model has no rows per {name} value (it has no "
