@@ -84,19 +84,9 @@ def test_int8_is_smaller_and_decodes_the_same_texts(setup, tmp_path, fmt):
 def test_value_router_model_exports_with_its_estimate_driven_routing(tmp_path):
     """Label-free, a value-router model's routers read the accent estimate's mix of
     per-value corrections: the export must compute it too (non-zero corrections here)."""
-    from moe_asr.config import (
-        Config,
-        DataConfig,
-        FeatureConfig,
-        GuidanceConfig,
-        MoEConfig,
-        TokenizerConfig,
-    )
+    from moe_asr.config import Config, DataConfig, FeatureConfig, GuidanceConfig, MoEConfig
     from moe_asr.data.labels import LabelVocab
-    from moe_asr.data.tokenizer import train_tokenizer
-    from moe_asr.model import build_model
-    from moe_asr.package import save_package
-    from tests.tiny_config import tiny_model_config
+    from tests.tiny_config import tiny_model_config, untrained_package
 
     guidance = GuidanceConfig(
         labels=["accent"], utterance_estimate=True, estimate_layer=0, value_routers=True
@@ -106,20 +96,15 @@ def test_value_router_model_exports_with_its_estimate_driven_routing(tmp_path):
         model=tiny_model_config(ffn="moe", moe=moe),
         data=DataConfig(features=FeatureConfig(num_mel_bins=40)),
     )
-    tok = train_tokenizer(TEXTS, TokenizerConfig(type="char"))
-    vocab = LabelVocab({"accent": ["unk", "x", "y"]})
+
+    def corrections(model) -> None:
+        with torch.no_grad():
+            for rows in model.guidance.value_routers["accent"].values():
+                rows.normal_(std=3.0)
+
     torch.manual_seed(0)
-    model = build_model(cfg.model, tok.vocab_size, vocab)
-    with torch.no_grad():
-        for rows in model.guidance.value_routers["accent"].values():
-            rows.normal_(std=3.0)
-    path = save_package(
-        tmp_path / "vr.pt",
-        config=cfg,
-        model_state=model.state_dict(),
-        tokenizer_bytes=tok.to_bytes(),
-        label_vocab=vocab,
-    )
+    vocab = LabelVocab({"accent": ["unk", "x", "y"]})
+    path = untrained_package(tmp_path / "vr.pt", cfg, TEXTS, vocab, edit=corrections)
     res = export_model(load_package(path), tmp_path / "vr.onnx")
     assert res.max_abs_diff < 1e-3 and res.argmax_agreement == 1.0
 

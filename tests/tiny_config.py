@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from moe_asr.config import DecoderConfig, ModelConfig, MoEConfig
 
-__all__ = ["tiny_model_config"]
+__all__ = ["tiny_model_config", "untrained_package"]
 
 
 def tiny_model_config(
@@ -26,4 +26,25 @@ def tiny_model_config(
         ffn=ffn,
         moe=moe or MoEConfig(num_experts=4, top_k=1),
         decoder=DecoderConfig(num_layers=1, num_heads=2, d_ff=dec_ff, dropout=0.0),
+    )
+
+
+def untrained_package(path, cfg, texts, vocab=None, edit=None):
+    """Save a package of an untrained model of ``cfg`` (a Config) with a char tokenizer of
+    ``texts`` and label vocabulary ``vocab``; ``edit(model)`` may set weights first."""
+    from moe_asr.config import TokenizerConfig
+    from moe_asr.data.tokenizer import train_tokenizer
+    from moe_asr.model import build_model
+    from moe_asr.package import save_package
+
+    tok = train_tokenizer(texts, TokenizerConfig(type="char"))
+    model = build_model(cfg.model, tok.vocab_size, vocab)
+    if edit is not None:
+        edit(model)
+    return save_package(
+        path,
+        config=cfg,
+        model_state=model.state_dict(),
+        tokenizer_bytes=tok.to_bytes(),
+        label_vocab=vocab,
     )

@@ -17,7 +17,7 @@ from moe_asr.data.labels import LabelVocab
 from moe_asr.data.tokenizer import TokenizerConfig, train_tokenizer
 from moe_asr.model import build_model
 from moe_asr.package import load_package, save_package
-from tests.tiny_config import tiny_model_config
+from tests.tiny_config import tiny_model_config, untrained_package
 from tests.tone_corpus import make_tone_corpus
 
 TEXTS = ["abc", "bad", "cafe", "face", "head", "bead"]
@@ -279,15 +279,7 @@ def _guided_package(path, **guidance):
     from moe_asr.config import GuidanceConfig
 
     cfg = _config(guidance=GuidanceConfig(labels=["accent"], **guidance))
-    tok = train_tokenizer(TEXTS, TokenizerConfig(type="char"))
-    vocab = LabelVocab({"accent": ["unk", "x", "y"]})
-    return save_package(
-        path,
-        config=cfg,
-        model_state=build_model(cfg.model, tok.vocab_size, vocab).state_dict(),
-        tokenizer_bytes=tok.to_bytes(),
-        label_vocab=vocab,
-    )
+    return untrained_package(path, cfg, TEXTS, LabelVocab({"accent": ["unk", "x", "y"]}))
 
 
 @pytest.mark.parametrize(
