@@ -29,9 +29,9 @@ def tiny_model_config(
     )
 
 
-def untrained_package(path, cfg, texts, vocab=None, edit=None):
+def untrained_package(path, cfg, texts, vocab=None, edit=None, meta=None):
     """Save a package of an untrained model of ``cfg`` (a Config) with a char tokenizer of
-    ``texts`` and label vocabulary ``vocab``; ``edit(model)`` may set weights first."""
+    ``texts``, label vocabulary ``vocab`` and ``meta``; ``edit(model)`` may set weights first."""
     from moe_asr.config import TokenizerConfig
     from moe_asr.data.tokenizer import train_tokenizer
     from moe_asr.model import build_model
@@ -47,4 +47,5 @@ def untrained_package(path, cfg, texts, vocab=None, edit=None):
         model_state=model.state_dict(),
         tokenizer_bytes=tok.to_bytes(),
         label_vocab=vocab,
+        meta=meta,
     )

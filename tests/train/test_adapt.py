@@ -23,11 +23,11 @@ from moe_asr.data.labels import LabelVocab
 from moe_asr.data.tokenizer import TokenizerConfig, train_tokenizer
 from moe_asr.errors import UserError
 from moe_asr.model import build_model
-from moe_asr.package import load_package, save_package
+from moe_asr.package import load_package
 from moe_asr.train.adapt import AdaptError, AdaptSetup, adapt_model, select_minutes
 from moe_asr.train.checkpoint import load_checkpoint
 from moe_asr.train.trainable import set_trainable, trainable_names
-from tests.tiny_config import tiny_model_config
+from tests.tiny_config import tiny_model_config, untrained_package
 from tests.tone_corpus import make_tone_corpus
 
 TEXTS = ["abc", "bad", "cafe", "face", "head", "bead", "deaf", "fade", "babe", "cage"]
@@ -50,19 +50,10 @@ def _config(guidance: GuidanceConfig | None = None, ffn: str = "moe") -> Config:
     )
 
 
-def _package(path, cfg: Config, tok, vocab: LabelVocab | None, seed: int = 0, edit=None):
+def _package(path, cfg: Config, vocab: LabelVocab | None, seed: int = 0, edit=None):
     torch.manual_seed(seed)
-    model = build_model(cfg.model, tok.vocab_size, vocab)
-    if edit is not None:
-        edit(model)
-    return save_package(
-        path,
-        config=cfg,
-        model_state=model.state_dict(),
-        tokenizer_bytes=tok.to_bytes(),
-        label_vocab=vocab,
-        meta={"averaged_epochs": [1]},
-    )
+    meta = {"averaged_epochs": [1]}
+    return untrained_package(path, cfg, TEXTS, vocab, edit=edit, meta=meta)
 
 
 def _prefer_group_y(model) -> None:
@@ -76,31 +67,27 @@ def _prefer_group_y(model) -> None:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("adapt")
-    tok = train_tokenizer(TEXTS, TokenizerConfig(type="char"))
     return {
         "root": root,
         "new": make_tone_corpus(root / "new", TEXTS, prefix="n"),  # no utt2accent: all new
         "mixed": make_tone_corpus(root / "mixed", TEXTS, accents=["x", "y", "pt"], prefix="m"),
-        "flat": _package(root / "flat.pt", _config(FLAT), tok, VOCAB),
-        "hier": _package(root / "hier.pt", _config(HIER), tok, VOCAB, edit=_prefer_group_y),
+        "flat": _package(root / "flat.pt", _config(FLAT), VOCAB),
+        "hier": _package(root / "hier.pt", _config(HIER), VOCAB, edit=_prefer_group_y),
         "hier_pt": _package(
             root / "hier_pt.pt",
             _config(GuidanceConfig(**{**vars(HIER), "groups": {"pt": "x", "fr": "y"}})),
-            tok,
             VOCAB,
             edit=_prefer_group_y,
         ),
         "flat_vr": _package(
             root / "flat_vr.pt",
             _config(GuidanceConfig(**{**vars(FLAT), "value_routers": True})),
-            tok,
             VOCAB,
         ),
-        "dense": _package(root / "dense.pt", _config(ffn="dense"), tok, None),
+        "dense": _package(root / "dense.pt", _config(ffn="dense"), None),
         "noise": _package(
             root / "noise.pt",
             _config(GuidanceConfig(labels=["noise"], embed=True)),
-            tok,
             LabelVocab({"noise": ["unk", "clean"]}),
         ),
     }
