@@ -5,9 +5,12 @@ Each model streams the same signal through ``moe_asr.decode.streaming.StreamingR
 in chunk-sized pieces (as a live microphone would deliver them). Per chunk: compute time
 / chunk duration (RTF per chunk; < 1 keeps up with real time), as median, p95 and max;
 then the time from the end of audio to the final result (``finalize``: last chunk, end of
-the search, attention rescoring). Models: packages (``--models EXP/model.pt ...``), or by
-default a dense and an MoE model built from ``--config`` with untrained weights (the
-compute is the same; the text is meaningless).
+the search, attention rescoring). Models: packages (``--models EXP/model.pt ...``, each
+followed by an untrained dense twin of its config with ``--dense-twin``: the MoE / dense ratio
+on the package's trained routing), or by default a dense and an MoE model built from
+``--config`` with untrained weights (the compute is the same; the text is meaningless).
+Signal: ``--audio`` files (speech) one after another, else a tone with noise, which an
+untrained router sends mostly to one expert per chunk: MoE / dense ratios belong to speech.
 
 Timing (``tools/benchlib.py``): ``--rounds`` interleaved rounds, each streaming the whole signal
 through every model once (the order reversed on alternate rounds); per model the per-chunk RTF
@@ -17,7 +20,8 @@ dense ratio is the paired median of per-round median RTFs. The command and the m
 version, threads) are printed first.
 
     .venv/bin/python tools/bench_streaming.py --threads 2 --seconds 20 --chunk-frames 16
-    .venv/bin/python tools/bench_streaming.py --models exp/moe_streaming/model.pt
+    .venv/bin/python tools/bench_streaming.py --models exp/moe_streaming/model.pt --dense-twin \
+        --audio data/test/wav/*.wav
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from moe_asr.audio import load_audio
 from moe_asr.config import load_config
 from moe_asr.data.tokenizer import TokenizerConfig, train_tokenizer
 from moe_asr.decode.streaming import StreamingRecognizer
@@ -40,6 +45,7 @@ from moe_asr.model import build_model, parameter_summary
 from moe_asr.package import ModelPackage, load_package
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchlib, also when imported
+from bench_decode import _dense_twin  # noqa: E402
 from benchlib import interleaved, print_header, quartiles, verdict  # noqa: E402
 
 GOAL_P95_RTF = 1.0  # every chunk (95th percentile) computed faster than it lasts
@@ -55,8 +61,24 @@ def _built(config: str, overrides: list[str], ffn: str) -> ModelPackage:
     return ModelPackage(model, cfg, tok, None, {"name": f"{ffn} (untrained)"})
 
 
-def _signal(seconds: float, sr: int) -> np.ndarray:
-    """Noise with tone bursts: enough energy variation to exercise every expert."""
+def _twin(package: ModelPackage) -> ModelPackage:
+    """bench_decode's dense twin of ``package`` (untrained: dense compute does not depend on
+    the weights), named."""
+    torch.manual_seed(0)
+    twin = _dense_twin(package)
+    twin.model.eval()
+    return dataclasses.replace(twin, meta={**package.meta, "name": "dense twin (untrained)"})
+
+
+def _signal(seconds: float, sr: int, audio: list[str] | None = None) -> np.ndarray:
+    """``audio`` files one after another (looped) for ``seconds``; without them noise with tone
+    bursts. The tone is cheap to make but routes unlike speech: an untrained router sends most
+    16-frame chunks of it to one expert, where trained models on speech use 3-4 of 4 per chunk,
+    so MoE / dense ratios are measured on speech (``--audio``)."""
+    if audio:
+        pieces = [load_audio(path, sr) for path in audio]
+        wav = np.concatenate(pieces)
+        return np.resize(wav, int(seconds * sr)).astype(np.float32)
     rng = np.random.default_rng(0)
     t = np.arange(int(seconds * sr)) / sr
     tone = 0.2 * np.sin(2 * np.pi * 440 * t * (1 + 0.3 * np.sin(2 * np.pi * 0.5 * t)))
@@ -72,7 +94,7 @@ def _streamer(package: ModelPackage, args: argparse.Namespace):
         package, cfg, chunk_frames=args.chunk_frames, left_chunks=args.left_chunks
     )
     sr = rec.sample_rate
-    wav = _signal(args.seconds, sr)
+    wav = _signal(args.seconds, sr, args.audio)
     piece = rec.chunk_samples
     for _ in range(args.warmup):  # warm up allocator and kernels on one chunk
         rec.accept_waveform(wav[:piece])
@@ -115,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="*", default=[], help="model packages (default: built)")
     ap.add_argument("--config", default=str(_DEFAULT_CONFIG), help="config for built models")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides for built models")
+    ap.add_argument(
+        "--dense-twin",
+        action="store_true",
+        help="after each package, an untrained dense model of its config (the same compute as "
+        "a trained one): MoE / dense ratio on the package's trained routing",
+    )
+    ap.add_argument("--audio", nargs="*", default=[], help="speech to stream (default: a tone)")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--chunk-frames", type=int, default=16)
     ap.add_argument("--left-chunks", type=int, default=-1)
@@ -140,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             package = load_package(path)
             package.meta["name"] = str(path)
             packages.append(package)
+            if args.dense_twin:
+                packages.append(_twin(package))
     else:
         packages = [_built(args.config, args.set, ffn) for ffn in ("dense", "moe")]
     streamers = [_streamer(p, args) for p in packages]
@@ -162,11 +193,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['name'][-28:]:<28} {params:>15} {r['median']:>13.3f} {r['p95']:>6.3f} "
             f"{r['max']:>6.3f} {1000 * r['latency']:>11.1f} ms  {r['result']}"
         )
-    if len(results) == 2:
-        a, b = results[1]["round_medians"], results[0]["round_medians"]
+    pairs = [(1, 0)] if len(results) == 2 and not args.dense_twin else []
+    if args.dense_twin:
+        pairs = [(i, i + 1) for i in range(0, len(results), 2)]
+    for moe, dense in pairs:
+        a, b = results[moe]["round_medians"], results[dense]["round_medians"]
         paired = quartiles([x / y for x, y in zip(a, b, strict=True)])[1]
         print(
-            f"RTF ratio {results[1]['name']} / {results[0]['name']}: {paired:.2f}x "
+            f"RTF ratio {results[moe]['name']} / {results[dense]['name']}: {paired:.2f}x "
             "(paired median of per-round medians; info)"
         )
     failed = any(r["result"] == "FAIL" for r in results)
