@@ -14,7 +14,8 @@ clipping (5.0) + AdamW step (``moe_asr.train.schedule.build_optimizer``), as in 
    RelPosEncXL, its standard Conformer). Both stacks get the SAME front end: our
    ``Conv2dSubsampling`` (4x, 400 -> 99 frames) + dropout, so the Conformer layers are
    compared. speechbrain applies its dropout (0.1) to attention weights too; ours uses
-   ``--attention-dropout`` (default 0.1, the same).
+   ``--attention-dropout`` (default 0.1, the same). ``--cpu-dropout fast`` gives our models
+   the 16-bit dropout masks of ``train.cpu_dropout: fast`` (speechbrain's stay torch's).
 2. Full model training step of ours (encoder + CTC + attention decoder + MoE losses):
    dense vs MoE top-2 of 8 (2x active FFN compute) and MoE top-1 of 4 (equal active
    compute).
@@ -47,6 +48,7 @@ from moe_asr.config import ModelConfig, MoEConfig, TrainConfig
 from moe_asr.files import atomic_open
 from moe_asr.model import AsrModel, build_model
 from moe_asr.nn.conformer import Conv2dSubsampling
+from moe_asr.nn.dropout import KINDS, cpu_dropout
 from moe_asr.train.schedule import build_optimizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchlib, also when imported
@@ -370,6 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--cpu-dropout",
+        choices=KINDS,
+        default=TrainConfig().cpu_dropout,
+        help="our models' dropout masks on CPU (train.cpu_dropout; speechbrain keeps torch's)",
+    )
+    ap.add_argument(
         "--guided-config",
         action="append",
         default=None,
@@ -396,14 +404,16 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"batch {args.batch} x {args.seconds:g} s ({frames} fbank frames, 80-dim; "
         f"{sub} frames after the shared 4x Conv2d front end), d_model 144, 6 layers, 4 heads, "
-        f"kernel 15, FFN 576, dropout 0.1 (ours attention {args.attention_dropout:g}), "
+        f"kernel 15, FFN 576, dropout 0.1 (ours attention {args.attention_dropout:g}; our "
+        f"masks on CPU: {args.cpu_dropout}), "
         f"train mode; step = fwd + bwd + clip + AdamW; warmup {args.warmup}, "
         f"{args.repeats} interleaved rounds"
     )
     variants = _variants(args)
     started = time.perf_counter()
-    flops = _count_flops(variants)
-    times = _time(variants, args.warmup, args.repeats, args.max_seconds)
+    with cpu_dropout(args.cpu_dropout):
+        flops = _count_flops(variants)
+        times = _time(variants, args.warmup, args.repeats, args.max_seconds)
     wall = time.perf_counter() - started
 
     summary = _report_variants(variants, times, flops)

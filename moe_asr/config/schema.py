@@ -238,6 +238,10 @@ class TrainConfig:
     patience: int = 0  # epochs without dev improvement before stopping; 0 = off
     max_bad_steps: int = 20  # consecutive NaN/inf losses before training stops
     num_threads: int = 0  # torch.set_num_threads; 0 = leave as is
+    # dropout masks on CPU: torch (nn.Dropout's bernoulli_) | fast (16-bit masks from 64-bit
+    # draws, moe_asr.nn.dropout: about 14 % off a CPU training step; the same distribution,
+    # other draws than torch's, so a run's numbers change as with another seed)
+    cpu_dropout: str = "torch"
     # start from this model's weights (package or checkpoint; dense FFNs upcycled into MoE
     # experts; see moe_asr.train.init); "" = random init. A resumed run ignores it.
     init: str = ""

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from moe_asr.nn.attention import MultiHeadAttention, RelPositionBias, key_padding_bias
+from moe_asr.nn.dropout import Dropout
 from moe_asr.nn.moe import MoEFeedForward, MoERouting, RouterStats
 from moe_asr.nn.streaming import EncoderCache, LayerCache, chunk_bias
 
@@ -131,7 +132,7 @@ class ConvModule(nn.Module):
         )
         self.norm = nn.LayerNorm(d_model)
         self.pointwise_out = nn.Linear(d_model, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     @property
     def causal(self) -> bool:
@@ -220,7 +221,7 @@ class ConformerLayer(nn.Module):
         self.norm_conv = nn.LayerNorm(d_model)
         self.norm_ff2 = nn.LayerNorm(d_model)
         self.norm_out = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     @staticmethod
     def _ff(
@@ -312,7 +313,7 @@ class ConformerEncoder(nn.Module):
         self.d_model = d_model
         self.input_dim = input_dim
         self.frontend = Conv2dSubsampling(input_dim, d_model, subsampling_channels, subsampling)
-        self.frontend_dropout = nn.Dropout(dropout)
+        self.frontend_dropout = Dropout(dropout)
         self.pos_bias = RelPositionBias(num_heads, max_rel_pos)
         self.layers = nn.ModuleList(
             ConformerLayer(

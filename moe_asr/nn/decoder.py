@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from moe_asr.nn.attention import MultiHeadAttention, causal_bias, key_padding_bias
+from moe_asr.nn.dropout import Dropout
 from moe_asr.nn.moe import FeedForward, MoEFeedForward, RouterStats
 
 __all__ = ["TransformerDecoder", "DecoderLayer", "sinusoidal_positions"]
@@ -54,7 +55,7 @@ class DecoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(
         self,
@@ -98,7 +99,7 @@ class TransformerDecoder(nn.Module):
         super().__init__()
         self.d_model = d_model
         self.embed = nn.Embedding(vocab_size, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.layers = nn.ModuleList(
             DecoderLayer(
                 d_model,

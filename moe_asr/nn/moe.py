@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from moe_asr.nn.dropout import Dropout
+
 __all__ = [
     "FeedForward",
     "RouterStats",
@@ -67,7 +69,7 @@ class FeedForward(nn.Module):
     def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.w1 = nn.Linear(d_model, d_ff)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.w2 = nn.Linear(d_ff, d_model)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -34,6 +34,7 @@ from moe_asr.config import Config, dump_config, load_config, validate_config
 from moe_asr.data.labels import LabelVocab
 from moe_asr.errors import UserError
 from moe_asr.files import DirLock, WriteError, atomic_write_text, remove_stale_temps
+from moe_asr.nn.dropout import cpu_dropout
 from moe_asr.train.checkpoint import (
     atomic_save,
     list_epoch_checkpoints,
@@ -221,7 +222,8 @@ def train(setup: TrainSetup) -> TrainResult:
     lock = DirLock(setup.exp_dir, what="training run") if rank == 0 else None
     with lock if lock is not None else contextlib.nullcontext():
         stale = lock.stale if lock is not None else None
-        return _train(setup, rank, world, device, stale_lock=stale)
+        with cpu_dropout(setup.config.train.cpu_dropout):
+            return _train(setup, rank, world, device, stale_lock=stale)
 
 
 def _train(

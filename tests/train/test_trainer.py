@@ -149,12 +149,16 @@ def _dev_loss(pkg, dev) -> float:
     return evaluate_dev(pkg.model, loader, pkg.tokenizer, torch.device("cpu"), False)["loss"]
 
 
-@pytest.mark.parametrize("streaming", [False, True], ids=["full", "dynamic_chunks"])
-def test_sigkill_then_resume_equals_uninterrupted_run(corpus, tmp_path, streaming):
+@pytest.mark.parametrize("variant", ["full", "dynamic_chunks", "fast_dropout"], ids=lambda v: v)
+def test_sigkill_then_resume_equals_uninterrupted_run(corpus, tmp_path, variant):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     common = ["--set", "train.max_epochs=3", "--set", "train.save_every_steps=1"]
-    if streaming:  # the chunk size drawn per batch comes from the checkpointed RNG
+    if (
+        variant == "dynamic_chunks"
+    ):  # the chunk size drawn per batch comes from the checkpointed RNG
         common += ["--set", "model.streaming.enabled=true", "--set", "model.streaming.max_chunk=4"]
+    if variant == "fast_dropout":  # its masks come from the same checkpointed generator
+        common += ["--set", "train.cpu_dropout=fast"]
     ref = tmp_path / "ref"
     subprocess.run(
         [sys.executable, "-m", "moe_asr.cli", *_args(corpus, ref, *common)],
@@ -379,3 +383,25 @@ def test_noise_guided_training_with_augmentation_labels_resumes_bit_exact(
     b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=0, rtol=0, msg=k)
+
+
+@pytest.mark.parametrize("kind", ["torch", "fast"])
+def test_training_draws_cpu_dropout_masks_as_configured(corpus, tmp_path, monkeypatch, kind):
+    """train.cpu_dropout holds for the whole run (and only for it); a bad value is refused
+    before anything is written."""
+    from moe_asr.nn import dropout as dropout_mod
+    from moe_asr.train import trainer
+
+    seen = []
+
+    def fake_train(*args, **kwargs):
+        seen.append(dropout_mod._kind)
+        return trainer.TrainResult(steps=0, epochs_completed=0, stopped_because="test")
+
+    monkeypatch.setattr(trainer, "_train", fake_train)
+    exp = tmp_path / "exp"
+    assert main(_args(corpus, exp, "--set", f"train.cpu_dropout={kind}")) == 0
+    assert seen == [kind] and dropout_mod._kind == "torch"
+    bad = tmp_path / "bad"
+    assert main(_args(corpus, bad, "--set", "train.cpu_dropout=quick")) != 0
+    assert not bad.exists() or not any(bad.iterdir())
