@@ -45,8 +45,10 @@ from bench_decode import _encoder_pass, _int8_copy  # noqa: E402
 from bench_train import _VOCAB, _batch, _model_config, _train_step  # noqa: E402
 from benchlib import print_header  # noqa: E402
 
+from moe_asr.config import TrainConfig  # noqa: E402
 from moe_asr.files import atomic_open  # noqa: E402
 from moe_asr.model import build_model  # noqa: E402
+from moe_asr.nn.dropout import KINDS, cpu_dropout  # noqa: E402
 from moe_asr.nn.moe import FeedForward, MoEFeedForward  # noqa: E402
 
 # (name, ffn, experts, top_k, expert_d_ff) as in bench_train.py's full-model rows
@@ -171,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="also write every profiled number as JSON here")
     ap.add_argument(
+        "--cpu-dropout",
+        choices=KINDS,
+        default=TrainConfig().cpu_dropout,
+        help="dropout masks on CPU (train.cpu_dropout)",
+    )
+    ap.add_argument(
         "--inference", action="store_true", help="profile encoder + CTC head inference instead"
     )
     ap.add_argument(
@@ -193,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         else "full-model step (fwd + bwd + clip + AdamW)"
     )
     print(
-        f"batch {args.batch} x {args.seconds:g} s; {what}; "
+        f"batch {args.batch} x {args.seconds:g} s; {what}; dropout masks {args.cpu_dropout}; "
         f"{args.warmup} warm-up + {args.rounds} x {args.steps} profiled steps per variant"
     )
 
@@ -214,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
                 return model(feats, feat_lens, tokens, token_lens).loss
 
             steps[name] = _train_step(model, list(model.parameters()), loss)
+    with cpu_dropout(args.cpu_dropout):
+        return _run(args, steps, command, machine)
+
+
+def _run(args: argparse.Namespace, steps: dict, command: str, machine: str) -> int:
     for step in steps.values():
         for _ in range(args.warmup):
             step()

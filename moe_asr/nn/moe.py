@@ -20,13 +20,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from moe_asr.nn import moe_inference
 from moe_asr.nn.dropout import Dropout
 
 __all__ = [
@@ -42,22 +41,9 @@ __all__ = [
 ]
 
 _DIVERSITY_PROBE_FRAMES = 64
-# Inference takes the lean sort-and-split dispatch (MoEFeedForward._dispatch_inference);
+# Inference takes the lean sort-and-split dispatch (moe_inference);
 # False: the training dispatch without autograd (benchmarks and tests compare the two).
 LEAN_INFERENCE = True
-
-# Steps taken by any torch.optim optimizer in this process: the fused AdamW kernel updates
-# parameters without bumping their version counters, so the inference weight copies are also
-# rebuilt after every optimizer step (e.g. for dev evaluation between training steps).
-_optimizer_steps = 0
-
-
-def _count_optimizer_step(_optimizer, _args, _kwargs) -> None:
-    global _optimizer_steps
-    _optimizer_steps += 1
-
-
-register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 class FeedForward(nn.Module):
@@ -374,89 +360,15 @@ class MoEFeedForward(nn.Module):
         ys = ys * flat_w.index_select(0, order)[:, None]
         return torch.zeros_like(x, dtype=ys.dtype).index_add_(0, tokens, ys)
 
-    def _inference_weights(self, x: Tensor) -> list[_ExpertWeights] | None:
-        """The cached row-major weights of every routed, then shared expert when this call
-        takes the lean inference dispatch (``_dispatch_inference``), else None: inference
-        (eval, no grad) on CPU (the row-major layout is a CPU GEMM matter; elsewhere it would
-        only cost memory), dropless, plain ``nn.Linear`` experts (a torch.ao dynamic int8
-        Linear has no parameters to copy: sorted dispatch), ``LEAN_INFERENCE`` on.
-
-        The copies (as much memory again as the experts) are rebuilt after any torch.optim
-        step (fused kernels leave version counters alone), when an expert parameter changes in
-        place (its version counter: load_state_dict, in-place ops; not writes through
-        ``param.data``) or when its data is replaced (load_state_dict with assign=True, .to(),
-        keep_experts: the data pointer).
-        """
-        if (
-            not LEAN_INFERENCE
-            or x.device.type != "cpu"
-            or self.capacity_factor > 0
-            or self.training
-            or torch.is_grad_enabled()
-        ):
-            return None
-        # nn.Module internals read directly: this check runs on every call (streaming chunks)
-        ffns = [
-            *self._modules["experts"]._modules.values(),
-            *self._modules["shared"]._modules.values(),
-        ]
-        params = [p for ff in ffns for m in ff._modules.values() for p in m._parameters.values()]
-        if len(params) != 4 * len(ffns):
-            return None
-        key = [_optimizer_steps, *((p._version, p.data_ptr()) for p in params)]
-        cached = self.__dict__.get("_inference_cache")
-        if cached is not None and cached[0] == key:
-            return cached[2]
-        weights = [
-            _ExpertWeights(
-                ff.w1.weight.t().contiguous(),
-                ff.w1.bias.detach(),
-                ff.w2.weight.t().contiguous(),
-                ff.w2.bias.detach(),
-            )
-            for ff in ffns
-        ]
-        # the cache holds the parameters: no new tensor reuses their memory (data pointers)
-        self.__dict__["_inference_cache"] = (key, params, weights)
-        return weights
+    def _inference_weights(self, x: Tensor) -> list[moe_inference.ExpertWeights] | None:
+        """The cached row-major expert weights when this call takes the inference dispatch
+        (``moe_inference``), else None (training, autograd, not CPU, capacity factor)."""
+        return moe_inference.inference_weights(self, x) if LEAN_INFERENCE else None
 
     def _dispatch_inference(self, x: Tensor, idx: Tensor, weight: Tensor, ws: list) -> Tensor:
-        """Inference (see ``_inference_weights``): the sort-and-split dispatch with as few
-        tensor operations as possible, plus the shared experts. x: (N, D), idx/weight: (N, k),
-        ws: routed then shared ``_ExpertWeights`` -> (N, D).
-
-        The routed outputs of ``_dispatch`` (to float rounding): assignments sorted by expert
-        (stable), one matmul pair per used expert on row-major weight copies (faster than
-        nn.Linear's layout for a few rows on CPU), written in place (no concatenation),
-        scattered back.
-        """
-        k = idx.shape[1]
-        flat_e = idx.reshape(-1)  # (N*k,) assignment a = frame a // k, choice a % k
-        order = flat_e.argsort(stable=True)  # (A,) assignments grouped by expert
-        counts = torch.bincount(flat_e, minlength=self.num_experts).tolist()
-        tokens = order if k == 1 else order.div(k, rounding_mode="floor")
-        xs = x.index_select(0, tokens)  # (A, D), contiguous per expert
-        ys = torch.empty_like(xs)
-        for (w1, b1, w2, b2), xe, ye in zip(ws, xs.split(counts), ys.split(counts)):
-            if xe.shape[0]:  # routed experts only: zip stops at the E chunks
-                torch.addmm(b2, F.silu(torch.addmm(b1, xe, w1), inplace=True), w2, out=ye)
-        if k == 1:  # a permutation of the frames: copy back, then weight in frame order
-            y = torch.empty_like(x).index_copy_(0, tokens, ys).mul_(weight)
-        else:
-            ys.mul_(weight.reshape(-1, 1).index_select(0, order))
-            y = torch.zeros_like(x).index_add_(0, tokens, ys)
-        for w1, b1, w2, b2 in ws[self.num_experts :]:  # shared experts, every frame
-            y += torch.addmm(b2, F.silu(torch.addmm(b1, x, w1), inplace=True), w2)
-        return y
-
-
-class _ExpertWeights(NamedTuple):
-    """One expert's weights for ``_dispatch_inference``: w1 (D, F), b1 (F,), w2 (F, D), b2 (D,)."""
-
-    w1: Tensor
-    b1: Tensor
-    w2: Tensor
-    b2: Tensor
+        """Routed plus shared experts at inference (``moe_inference.dispatch``): the outputs
+        of ``_dispatch`` and the shared experts to float rounding."""
+        return moe_inference.dispatch(x, idx, weight, ws, self.num_experts)
 
 
 def _check_fixed_group(group: int, free: int, num_experts: int, top_k: int) -> None:

@@ -1,0 +1,119 @@
+"""Inference dispatch of ``MoEFeedForward`` on CPU (eval, no grad, dropless).
+
+The training's sort-and-split dispatch with as few tensor operations as possible: the experts'
+weights copied once into row-major layout (nn.Linear keeps (out, in) weights, which CPU GEMMs
+read more slowly for a few rows), no module calls, one matmul pair per used expert written in
+place (no concatenation), scattered back. Outputs equal the training dispatch's to float
+rounding. The copies cost as much memory again as the experts; ``LEAN_INFERENCE`` in
+``moe.py`` turns this path off.
+
+Tried and dropped (RESULTS.md, 2026-12-06 night): all experts in two batched matmuls over
+zero-padded per-expert slots (``baddbmm``): fewer operators, but no faster on trained routing
+(streaming chunks of speech, decoding batches) and much slower when a chunk uses one expert;
+routing the padded frames too (no gather of the real frames, no scatter back, padding zeroed
+after): no faster on decoding batches (1.5 % padding).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+if TYPE_CHECKING:
+    from moe_asr.nn.moe import MoEFeedForward
+
+# Steps taken by any torch.optim optimizer in this process: the fused AdamW kernel updates
+# parameters without bumping their version counters, so the inference weight copies are also
+# rebuilt after every optimizer step (e.g. for dev evaluation between training steps).
+_optimizer_steps = 0
+
+
+def _count_optimizer_step(_optimizer, _args, _kwargs) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+register_optimizer_step_post_hook(_count_optimizer_step)
+
+
+class ExpertWeights(NamedTuple):
+    """One expert's weights for ``dispatch``: w1 (D, F), b1 (F,), w2 (F, D), b2 (D,)."""
+
+    w1: Tensor
+    b1: Tensor
+    w2: Tensor
+    b2: Tensor
+
+
+def inference_weights(layer: MoEFeedForward, x: Tensor) -> list[ExpertWeights] | None:
+    """The cached row-major weights of every routed, then shared expert of ``layer`` when this
+    call takes the inference dispatch, else None: inference (eval, no grad) on CPU (the
+    row-major layout is a CPU GEMM matter; elsewhere it would only cost memory), dropless,
+    plain ``nn.Linear`` experts (a torch.ao dynamic int8 Linear has no parameters to copy: the
+    training dispatch runs).
+
+    The copies are rebuilt after any torch.optim step (fused kernels leave version counters
+    alone), when an expert parameter changes in place (its version counter: load_state_dict,
+    in-place ops; not writes through ``param.data``) or when its data is replaced
+    (load_state_dict with assign=True, .to(), keep_experts: the data pointer).
+    """
+    if (
+        x.device.type != "cpu"
+        or layer.capacity_factor > 0
+        or layer.training
+        or torch.is_grad_enabled()
+    ):
+        return None
+    # nn.Module internals read directly: this check runs on every call (streaming chunks)
+    ffns = [
+        *layer._modules["experts"]._modules.values(),
+        *layer._modules["shared"]._modules.values(),
+    ]
+    params = [p for ff in ffns for m in ff._modules.values() for p in m._parameters.values()]
+    if len(params) != 4 * len(ffns):
+        return None
+    key = [_optimizer_steps, *((p._version, p.data_ptr()) for p in params)]
+    cached = layer.__dict__.get("_inference_cache")
+    if cached is not None and cached[0] == key:
+        return cached[2]
+    weights = [
+        ExpertWeights(
+            ff.w1.weight.t().contiguous(),
+            ff.w1.bias.detach(),
+            ff.w2.weight.t().contiguous(),
+            ff.w2.bias.detach(),
+        )
+        for ff in ffns
+    ]
+    # the cache holds the parameters: no new tensor reuses their memory (data pointers)
+    layer.__dict__["_inference_cache"] = (key, params, weights)
+    return weights
+
+
+def dispatch(
+    x: Tensor, idx: Tensor, weight: Tensor, ws: list[ExpertWeights], num_experts: int
+) -> Tensor:
+    """x: (N, D), idx/weight: (N, k), ws: ``num_experts`` routed then the shared experts'
+    weights -> (N, D) = sum_k weight * expert_idx(x) + sum of the shared experts(x)."""
+    k = idx.shape[1]
+    flat_e = idx.reshape(-1)  # (N*k,) assignment a = frame a // k, choice a % k
+    order = flat_e.argsort(stable=True)  # (A,) assignments grouped by expert
+    counts = torch.bincount(flat_e, minlength=num_experts).tolist()
+    tokens = order if k == 1 else order.div(k, rounding_mode="floor")
+    xs = x.index_select(0, tokens)  # (A, D), contiguous per expert
+    ys = torch.empty_like(xs)
+    for (w1, b1, w2, b2), xe, ye in zip(ws, xs.split(counts), ys.split(counts)):
+        if xe.shape[0]:  # routed experts only: zip stops at the E chunks
+            torch.addmm(b2, F.silu(torch.addmm(b1, xe, w1), inplace=True), w2, out=ye)
+    if k == 1:  # a permutation of the frames: copy back, then weight in frame order
+        y = torch.empty_like(x).index_copy_(0, tokens, ys).mul_(weight)
+    else:
+        ys.mul_(weight.reshape(-1, 1).index_select(0, order))
+        y = torch.zeros_like(x).index_add_(0, tokens, ys)
+    for w1, b1, w2, b2 in ws[num_experts:]:  # shared experts, every frame
+        y += torch.addmm(b2, F.silu(torch.addmm(b1, x, w1), inplace=True), w2)
+    return y
