@@ -16,7 +16,8 @@ Timing (``tools/benchlib.py``): ``--rounds`` interleaved rounds, each streaming 
 through every model once (the order reversed on alternate rounds); per model the per-chunk RTF
 pooled over rounds (median, p95, max) and the median final latency. Goal: p95 RTF per chunk
 <= 1 (keeps up with real time; PASS/FAIL, exit 1 on FAIL only with ``--strict``); the MoE /
-dense ratio is the paired median of per-round median RTFs. The command and the machine (torch
+dense ratio is the paired median of per-round median RTFs, checked against <= 1.2 (PASS/FAIL,
+informative: ``--strict`` looks at the p95 goal only). The command and the machine (torch
 version, threads) are printed first.
 
     .venv/bin/python tools/bench_streaming.py --threads 2 --seconds 20 --chunk-frames 16
@@ -49,6 +50,7 @@ from bench_decode import _dense_twin  # noqa: E402
 from benchlib import interleaved, print_header, quartiles, verdict  # noqa: E402
 
 GOAL_P95_RTF = 1.0  # every chunk (95th percentile) computed faster than it lasts
+GOAL_MOE_RATIO = 1.2  # MoE / dense RTF per chunk (the streaming issue's latency goal)
 
 _DEFAULT_CONFIG = Path(__file__).parent.parent / "egs/synth_accents/asr1/conf/moe_streaming.yaml"
 
@@ -201,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         paired = quartiles([x / y for x, y in zip(a, b, strict=True)])[1]
         print(
             f"RTF ratio {results[moe]['name']} / {results[dense]['name']}: {paired:.2f}x "
-            "(paired median of per-round medians; info)"
+            f"(paired median of per-round medians); goal <= {GOAL_MOE_RATIO:g}: "
+            f"{verdict(paired, GOAL_MOE_RATIO)}"
         )
     failed = any(r["result"] == "FAIL" for r in results)
     return 1 if failed and args.strict else 0
