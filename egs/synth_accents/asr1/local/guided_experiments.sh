@@ -7,7 +7,9 @@
 # CONFIG:SEED@FROM continues FROM's model of the same seed (`train --init`, upcycling) for
 # CONT_STEPS more updates (default 1000) at peak learning rate CONT_LR (default 0.001):
 #   local/guided_experiments.sh moe@moe:0 moe_est@moe:0   # unguided vs guided continuation
-# FROM_SEED=S takes FROM's model of seed S instead (the tag keeps the run's own seed).
+# FROM_SEED=S takes FROM's model of seed S instead (the tag keeps the run's own seed). An init
+# of seed S > 0 is in the tag: moe@moe:1 (a full seed 1) -> moe_from_moe_s1_char_s1, while
+# FROM_SEED=0 moe@moe:1 -> moe_from_moe_char_s1.
 # RECIPE_OPTS adds run.sh options (e.g. condition test sets); SETS, RESULT_GROUPS and JSON
 # choose the summary's test sets, label groups and file (local/noise_experiments.sh sets them).
 # A finished system is skipped on a rerun (the recipe's .done markers).
@@ -43,7 +45,8 @@ for spec in "$@"; do
     [ "$from_seed" = 0 ] || init_suffix="_s$from_seed"
     init="$exp/${from}_char$init_suffix/model.pt"
     [ -f "$init" ] || { echo "$spec: no $init (train $from:$from_seed first)" >&2; exit 1; }
-    tag="${conf}_from_${from}_char$suffix"
+    # an init of another seed than 0 is named (a full seed); FROM_SEED=0 runs keep their names
+    tag="${conf}_from_${from}${init_suffix}_char$suffix"
     train_args+=" --init $init --set train.max_steps=$cont_steps --set train.lr=$cont_lr"
   fi
   tags+=("$exp/$tag")
