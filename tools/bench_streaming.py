@@ -68,7 +68,6 @@ def _twin(package: ModelPackage) -> ModelPackage:
     the weights), named."""
     torch.manual_seed(0)
     twin = _dense_twin(package)
-    twin.model.eval()
     return dataclasses.replace(twin, meta={**package.meta, "name": "dense twin (untrained)"})
 
 
@@ -195,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['name'][-28:]:<28} {params:>15} {r['median']:>13.3f} {r['p95']:>6.3f} "
             f"{r['max']:>6.3f} {1000 * r['latency']:>11.1f} ms  {r['result']}"
         )
-    pairs = [(1, 0)] if len(results) == 2 and not args.dense_twin else []
-    if args.dense_twin:
+    if args.dense_twin:  # (package, its twin) in order
         pairs = [(i, i + 1) for i in range(0, len(results), 2)]
+    else:  # the built (dense, MoE), or two packages
+        pairs = [(1, 0)] if len(results) == 2 else []
     for moe, dense in pairs:
         a, b = results[moe]["round_medians"], results[dense]["round_medians"]
         paired = quartiles([x / y for x, y in zip(a, b, strict=True)])[1]
