@@ -242,13 +242,15 @@ class AsrModel(nn.Module):
         *,
         chunk_frames: int = 0,
         left_chunks: int = -1,
+        step: int | None = None,
     ) -> EncoderOutput:
         """feats: (B, T, F) raw fbank, feat_lens: (B,) -> EncoderOutput.
 
         ``routing=None`` means: training with labels -> oracle labels (with label dropout),
         otherwise label-free. ``labels`` are needed for ``mode="oracle"``. ``chunk_frames``
         > 0: the streaming chunk mask (encoder frames per chunk, ``left_chunks`` of history,
-        -1 = all); 0 in training a streaming model: a chunk size drawn per batch.
+        -1 = all); 0 in training a streaming model: a chunk size drawn per batch (``step``,
+        the training update, for ``model.streaming.full_context_steps``).
         """
         if routing is None:
             mode = "oracle" if self.training and labels else "free"
@@ -258,7 +260,7 @@ class AsrModel(nn.Module):
             self._check_chunk(chunk_frames, left_chunks)
         elif self.training and self.cfg.streaming.enabled:
             frames = int(self.encoder.frontend.output_lengths(feat_lens.max().cpu()))
-            chunk_frames, left_chunks = draw_chunk(self.cfg.streaming, frames)
+            chunk_frames, left_chunks = draw_chunk(self.cfg.streaming, frames, step)
         need = self.encoder.frontend.min_input_frames
         short = (feat_lens < need).nonzero().flatten().tolist()
         if short:
@@ -361,9 +363,10 @@ class AsrModel(nn.Module):
         step: int | None = None,
     ) -> ModelOutput:
         """feats (B, T, F), feat_lens (B,), tokens (B, L) padded with -1, token_lens (B,);
-        ``step``: the training step, for the label-loss schedule (None: no schedule)."""
+        ``step``: the training step, for the label-loss schedule and the start of the
+        streaming chunk draws (None: no schedule)."""
         self._check_tokens(tokens, token_lens)
-        enc = self.encode(feats, feat_lens, routing, labels)
+        enc = self.encode(feats, feat_lens, routing, labels, step=step)
         zero = enc.out.new_zeros((), dtype=torch.float32)
         w = self.cfg.ctc_weight
         ctc = self._ctc_loss(enc, tokens, token_lens) if w > 0 else zero

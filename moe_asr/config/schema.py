@@ -123,12 +123,16 @@ class StreamingConfig:
     frames t - kernel + 1 .. t. ``chunk`` (dynamic chunk convolution, Li et al. 2023): the
     centred kernel of a non-streaming model, whose right context stops at the end of the
     frame's chunk; with full context it is the non-streaming convolution, so full-context
-    accuracy is not traded away and a non-streaming model is a warm start."""
+    accuracy is not traded away and a non-streaming model is a warm start.
+    ``full_context_steps``: the first N updates of a run train with full context only, and
+    the chunk draws start after them: the warm start from a non-streaming model inside one
+    run of the same number of updates (with ``conv: chunk``)."""
 
     enabled: bool = False
     min_chunk: int = 1
     max_chunk: int = 25
     full_context_prob: float = 0.5
+    full_context_steps: int = 0
     left_chunks: int = -1
     dynamic_left_chunks: bool = False
     conv: str = "causal"  # causal | chunk

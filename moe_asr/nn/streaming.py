@@ -55,13 +55,18 @@ def chunk_bias(mask: Tensor, chunk: int, left_chunks: int) -> Tensor:
     return bias.masked_fill(~allowed, float("-inf"))[:, None]
 
 
-def draw_chunk(cfg: StreamingConfig, num_frames: int) -> tuple[int, int]:
-    """(chunk size, left chunks) for one training batch of ``num_frames`` encoder frames,
-    from the global torch RNG; chunk 0 = full context.
+def draw_chunk(
+    cfg: StreamingConfig, num_frames: int, step: int | None = None
+) -> tuple[int, int]:
+    """(chunk size, left chunks) for one training batch of ``num_frames`` encoder frames at
+    update ``step``, from the global torch RNG; chunk 0 = full context.
 
     The draw uses the CPU generator, which the trainer checkpoints, so a resumed run draws
-    the same sizes as an unbroken one.
+    the same sizes as an unbroken one. Before ``cfg.full_context_steps`` nothing is drawn
+    (full context), so a run with 0 draws exactly as before the option existed.
     """
+    if step is not None and step < cfg.full_context_steps:
+        return 0, -1
     if float(torch.rand(())) < cfg.full_context_prob:
         return 0, -1
     chunk = int(torch.randint(cfg.min_chunk, cfg.max_chunk + 1, ()))
@@ -83,6 +88,10 @@ def check_streaming_config(cfg: ModelConfig) -> None:
     if not 0.0 <= st.full_context_prob <= 1.0:
         raise ConfigError(
             f"model.streaming.full_context_prob={st.full_context_prob} must be in [0, 1]"
+        )
+    if st.full_context_steps < 0:
+        raise ConfigError(
+            f"model.streaming.full_context_steps={st.full_context_steps} must be >= 0"
         )
     if st.left_chunks < -1:
         raise ConfigError(f"model.streaming.left_chunks={st.left_chunks}: use -1 (all) or >= 0")

@@ -228,12 +228,46 @@ def test_chunk_draw_is_deterministic_from_the_rng_and_covers_the_range():
     assert lefts[2] == set(range(15)) and lefts[5] == set(range(6))  # 0 .. (30 - 1) // c
 
 
+def test_chunk_draws_start_after_full_context_steps_without_touching_the_rng_before():
+    cfg = config_from_dict(
+        {"model": {"streaming": {"enabled": True, "full_context_steps": 5}}}
+    ).model.streaming
+    torch.manual_seed(7)
+    early = [draw_chunk(cfg, 30, step) for step in range(5)]
+    late = [draw_chunk(cfg, 30, step) for step in range(5, 205)]
+    assert early == [(0, -1)] * 5
+    assert any(c > 0 for c, _ in late) and any(c == 0 for c, _ in late)
+    # the first draw after the warm-up is the first draw of a run without one
+    cfg.full_context_steps = 0
+    torch.manual_seed(7)
+    assert [draw_chunk(cfg, 30, step) for step in range(200)] == late
+    assert draw_chunk(cfg, 30) is not None  # no step (e.g. a caller outside the trainer)
+
+
+def test_training_before_full_context_steps_is_the_full_context_forward():
+    feats, lens = torch.randn(2, 80, F_IN), torch.tensor([80, 70])
+    model = _model("moe", streaming=True)  # dropout 0: train and eval forwards agree
+    st = model.cfg.streaming
+    st.full_context_steps, st.full_context_prob, st.min_chunk, st.max_chunk = 3, 0.0, 2, 2
+    with torch.no_grad():
+        full = model.eval().encode(feats, lens).out
+        chunk2 = model.encode(feats, lens, chunk_frames=2).out
+        model.train()
+        for step in (0, 2):
+            torch.testing.assert_close(model.encode(feats, lens, step=step).out, full)
+        torch.testing.assert_close(model.encode(feats, lens, step=3).out, chunk2)
+    assert not torch.allclose(chunk2, full)
+    with pytest.raises(ConfigError, match="full_context_steps"):
+        cfg = {"model": {"streaming": {"enabled": True, "full_context_steps": -1}}}
+        build_model(config_from_dict(cfg).model, VOCAB, None)
+
+
 def test_training_step_of_a_streaming_model_uses_a_drawn_chunk(monkeypatch):
     import moe_asr.model as model_mod
 
     drawn = []
 
-    def fake_draw(cfg, num_frames):
+    def fake_draw(cfg, num_frames, step=None):
         drawn.append(num_frames)
         return 3, -1
 
