@@ -55,9 +55,7 @@ def chunk_bias(mask: Tensor, chunk: int, left_chunks: int) -> Tensor:
     return bias.masked_fill(~allowed, float("-inf"))[:, None]
 
 
-def draw_chunk(
-    cfg: StreamingConfig, num_frames: int, step: int | None = None
-) -> tuple[int, int]:
+def draw_chunk(cfg: StreamingConfig, num_frames: int, step: int | None = None) -> tuple[int, int]:
     """(chunk size, left chunks) for one training batch of ``num_frames`` encoder frames at
     update ``step``, from the global torch RNG; chunk 0 = full context.
 
