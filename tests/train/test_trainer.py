@@ -328,6 +328,34 @@ def test_training_step_reaches_the_label_loss_schedule(corpus, tmp_path, monkeyp
     assert seen[0][1] == 0.0 and all(loss > 0 for _, loss in seen[1:])  # warm-up from 0
 
 
+def test_training_draws_stream_chunks_only_after_full_context_steps(
+    corpus, tmp_path, monkeypatch
+):
+    import moe_asr.model as model_mod
+
+    draws = []
+    draw = model_mod.draw_chunk
+
+    def recording(cfg, num_frames, step=None):
+        chunk = draw(cfg, num_frames, step)
+        draws.append((step, chunk[0]))
+        return chunk
+
+    monkeypatch.setattr(model_mod, "draw_chunk", recording)
+    streaming = [
+        "model.streaming.enabled=true",
+        "model.streaming.conv=chunk",
+        "model.streaming.full_context_prob=0.0",
+        "model.streaming.max_chunk=4",
+        "model.streaming.full_context_steps=2",
+        "train.max_steps=4",
+    ]
+    sets = [a for s in streaming for a in ("--set", s)]
+    assert main(_args(corpus, tmp_path / "exp", *sets)) == 0
+    assert [s for s, _ in draws] == [0, 1, 2, 3]
+    assert [c == 0 for _, c in draws] == [True, True, False, False]  # full context, then chunks
+
+
 def test_noise_guided_training_with_augmentation_labels_resumes_bit_exact(
     corpus, tmp_path, monkeypatch
 ):
