@@ -328,9 +328,7 @@ def test_training_step_reaches_the_label_loss_schedule(corpus, tmp_path, monkeyp
     assert seen[0][1] == 0.0 and all(loss > 0 for _, loss in seen[1:])  # warm-up from 0
 
 
-def test_training_draws_stream_chunks_only_after_full_context_steps(
-    corpus, tmp_path, monkeypatch
-):
+def test_training_draws_stream_chunks_only_after_full_context_steps(corpus, tmp_path, monkeypatch):
     import moe_asr.model as model_mod
 
     draws = []
