@@ -57,7 +57,7 @@ def _save(path, cfg: Config, tok, vocab=VOCAB, data=None):
     """A package of ``cfg`` (seeded). With free choices and ``data``, layer 1 (whose
     LayerNorms add 20 u) takes every free choice of ff1 to expert 5 (router row +u, rows 3-4
     -u), those of ff2 to expert 3 on half of the group's frames, 4 on the other half (rows
-    ~u +- v, v orthogonal to u, split at the median of v.x / u.x): both outrank the group's
+    ~u +- v, v orthogonal to u, split near the median of v.x / u.x): both outrank the group's
     experts (small rows), so a plain top-2 over the kept experts would pick 3 and 4."""
     torch.manual_seed(0)
     model = build_model(cfg.model, tok.vocab_size, vocab).eval()
@@ -78,7 +78,14 @@ def _save(path, cfg: Config, tok, vocab=VOCAB, data=None):
         _encoder_out(model, cfg, data, _group_utts(data), forced)
         hook.remove()
         x = torch.cat(seen)  # (N, 16)
-        r = float((x @ v / (x @ u)).median())
+        # split at the widest gap of the middle half of the ratios, not at a frame: a frame
+        # at the split would tie experts 3 and 4, and float rounding (which differs between
+        # CPUs and between the full and the cut router's matmuls) would pick either
+        q = (x @ v / (x @ u)).sort().values
+        lo, hi = len(q) // 4, 3 * len(q) // 4
+        j = lo + int((q[lo + 1 : hi + 1] - q[lo:hi]).argmax())
+        assert q[j + 1] - q[j] > 1e-3, "no clear split of ff2's frames: change the seed"
+        r = float(q[j] + q[j + 1]) / 2
         with torch.no_grad():
             rows[1, 3] = (1 - r) * u + v
             rows[1, 4] = (1 + r) * u - v
