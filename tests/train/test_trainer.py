@@ -100,6 +100,11 @@ def _args(c, exp, *extra):
     ]
 
 
+def _sets(overrides: list[str]) -> list[str]:
+    """``--set`` options for config overrides (``key=value``)."""
+    return [a for s in overrides for a in ("--set", s)]
+
+
 def test_loss_falls_and_average_makes_a_loadable_package(corpus, tmp_path):
     exp = tmp_path / "exp"
     assert (
@@ -322,8 +327,7 @@ def test_training_step_reaches_the_label_loss_schedule(corpus, tmp_path, monkeyp
         "model.moe.guidance.loss_warmup_steps=2",
         "train.max_steps=4",
     ]
-    sets = [a for s in guided for a in ("--set", s)]
-    assert main(_args(corpus, tmp_path / "exp", *sets)) == 0
+    assert main(_args(corpus, tmp_path / "exp", *_sets(guided))) == 0
     assert [s for s, _ in seen] == [0, 1, 2, 3]
     assert seen[0][1] == 0.0 and all(loss > 0 for _, loss in seen[1:])  # warm-up from 0
 
@@ -348,8 +352,7 @@ def test_training_draws_stream_chunks_only_after_full_context_steps(corpus, tmp_
         "model.streaming.full_context_steps=2",
         "train.max_steps=4",
     ]
-    sets = [a for s in streaming for a in ("--set", s)]
-    assert main(_args(corpus, tmp_path / "exp", *sets)) == 0
+    assert main(_args(corpus, tmp_path / "exp", *_sets(streaming))) == 0
     assert [s for s, _ in draws] == [0, 1, 2, 3]
     assert [c == 0 for _, c in draws] == [True, True, False, False]  # full context, then chunks
 
@@ -373,7 +376,7 @@ def test_noise_guided_training_with_augmentation_labels_resumes_bit_exact(
         "train.max_steps=4",
         "train.save_every_steps=1",
     ]
-    args = [a for s in sets for a in ("--set", s)]
+    args = _sets(sets)
     seen: list[dict] = []
     forward = AsrModel.forward
 
