@@ -241,7 +241,10 @@ def test_chunk_draws_start_after_full_context_steps_without_touching_the_rng_bef
     cfg.full_context_steps = 0
     torch.manual_seed(7)
     assert [draw_chunk(cfg, 30, step) for step in range(200)] == late
-    assert draw_chunk(cfg, 30) is not None  # no step (e.g. a caller outside the trainer)
+    # without a step (a caller outside the trainer) the warm-up does not apply: it draws
+    cfg.full_context_steps = 5
+    torch.manual_seed(7)
+    assert draw_chunk(cfg, 30) == late[0] and late[0][0] > 0  # a chunk, not the warm-up's 0
 
 
 def test_training_before_full_context_steps_is_the_full_context_forward():
