@@ -34,6 +34,10 @@ class GuidanceConfig:
     labels: list[str] = field(default_factory=list)  # e.g. ["accent", "noise"]; empty = off
     # (a) label embedding added to the router input; `unk` for missing labels / dropout
     embed: bool = False
+    # where the (a)/(d) label embedding goes in the guided layers: "router" (the router input
+    # only) or "layer" (the layer's input frames: attention, convolution, feed-forwards and
+    # router all see it; accent-conditioned layers, not only accent-conditioned routing)
+    condition: str = "router"
     label_dropout: float = 0.3  # probability of replacing a label with `unk` in training
     # (b) auxiliary loss predicting the label from router logits of these layers
     router_loss_weight: float = 0.0

@@ -346,6 +346,7 @@ class ConformerEncoder(nn.Module):
         stats: list[RouterStats] = []
         for i, layer in enumerate(self.layers):
             routing = route_fn(i, x, mask) if route_fn is not None else None
+            x = _add_layer_cond(x, mask, routing)
             x, layer_stats = layer(x, mask, bias, routing, chunk)
             for s in layer_stats:
                 s.layer = i
@@ -404,6 +405,7 @@ class ConformerEncoder(nn.Module):
         layers: list[LayerCache] = []
         for i, layer in enumerate(self.layers):
             routing = route_fn(i, h, mask) if route_fn is not None else None
+            h = _add_layer_cond(h, mask, routing)
             h, new, layer_stats = layer.forward_chunk(h, bias, cache.layers[i], history, routing)
             layers.append(new)
             for s in layer_stats:
@@ -411,3 +413,11 @@ class ConformerEncoder(nn.Module):
             stats.extend(layer_stats)
         rest = buf[:, t_out * front.factor :]  # the next output frame's first input frames
         return h, EncoderCache(rest, layers, cache.offset + t_out), stats
+
+
+def _add_layer_cond(x: Tensor, mask: Tensor, routing: MoERouting | None) -> Tensor:
+    """x (B, T, D) plus the routing's per-utterance ``layer_cond`` (B, D) on real frames."""
+    if routing is None or routing.layer_cond is None:
+        return x
+    cond = routing.layer_cond.to(x.dtype)[:, None, :]
+    return x + cond * mask[..., None].to(x.dtype)

@@ -7,8 +7,9 @@ the guided layers). Expert groups of the group label (``group_label``, default t
 label) are single values or families (``groups``: value -> family), see ``nn.groups``.
 
 (a) ``embed``: a learned embedding per label (summed over label names) is added to the
-    router input; in training labels are replaced by ``unk`` with probability
-    ``label_dropout``; label-free inference feeds ``unk``.
+    router input (``condition: layer``: to the guided layers' input frames instead); in
+    training labels are replaced by ``unk`` with probability ``label_dropout``; label-free
+    inference feeds ``unk``.
 (b) ``router_loss_weight``: frame-level cross-entropy predicting the label's group from
     the router logits (group score = logsumexp of its experts' logits), for every label
     (labels other than the group label: one group per value); with (e), of the group
@@ -302,9 +303,11 @@ class LabelGuidance(nn.Module):
                 label_logits.update(self.estimate(h, mask))
             if i not in self.moe_layers:
                 return None
-            cond, delta = None, None
+            cond, delta, layer_cond = None, None, None
             if i in self.guided:
                 cond, delta = self._condition(plan, i, label_logits)
+                if self.cfg.condition == "layer":
+                    cond, layer_cond = None, cond
             allowed = None
             if i in self.group_layers and self.label_groups is not None:
                 if self.group_routers:
@@ -312,11 +315,17 @@ class LabelGuidance(nn.Module):
                 elif plan.group is not None:
                     allowed = self._group_experts[plan.group]  # (B, E)
             disabled = tuple(routing.expert_mask.get(i, ()))
-            if cond is None and delta is None and allowed is None and not disabled:
-                return None
+            if cond is None and layer_cond is None and delta is None and allowed is None:
+                if not disabled:
+                    return None
             free = self.cfg.free_experts if allowed is not None else 0
             return MoERouting(
-                cond=cond, router_delta=delta, allowed=allowed, free=free, disabled=disabled
+                cond=cond,
+                layer_cond=layer_cond,
+                router_delta=delta,
+                allowed=allowed,
+                free=free,
+                disabled=disabled,
             )
 
         return route

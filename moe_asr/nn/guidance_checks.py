@@ -8,9 +8,10 @@ from moe_asr.config import ConfigError, GuidanceConfig, MoEConfig
 from moe_asr.data.labels import LabelVocab
 from moe_asr.nn.groups import LabelGroups
 
-__all__ = ["GROUP_DECISIONS", "check_guidance_layers", "check_guidance_groups"]
+__all__ = ["GROUP_DECISIONS", "CONDITIONS", "check_guidance_layers", "check_guidance_groups"]
 
 GROUP_DECISIONS = ("frame", "utterance")
+CONDITIONS = ("router", "layer")
 
 
 def check_guidance_layers(
@@ -47,6 +48,11 @@ def check_guidance_layers(
     if cfg.group_decision not in GROUP_DECISIONS:
         raise ConfigError(
             f"model.moe.guidance.group_decision={cfg.group_decision!r}: use frame or utterance"
+        )
+    if cfg.condition not in CONDITIONS:
+        raise ConfigError(
+            f"model.moe.guidance.condition={cfg.condition!r}: use router (the label embedding "
+            "feeds the routers) or layer (it is added to the guided layers' input frames)"
         )
     if min(cfg.loss_warmup_steps, cfg.loss_decay_steps) < 0 or cfg.loss_final_scale < 0:
         raise ConfigError(

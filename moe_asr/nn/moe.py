@@ -90,6 +90,8 @@ class MoERouting:
     """Per-call routing inputs for one MoE layer.
 
     cond: (B, D) added to every frame's router input (label embedding), or None;
+    layer_cond: (B, D) added by the encoder to every real frame of the layer's input before
+        the layer (the label embedding with guidance ``condition: layer``), or None;
     router_delta: (B, E, D) added to the router weight per utterance (a label value's own
         router correction, ``guidance.value_routers``), or None; ``LabelGuidance`` builds
         it per macaron half as (B, 2, E, D) and each half takes its own (``for_half``);
@@ -101,6 +103,7 @@ class MoERouting:
     """
 
     cond: Tensor | None = None
+    layer_cond: Tensor | None = None
     router_delta: Tensor | None = None
     allowed: Tensor | None = None
     free: int = 0

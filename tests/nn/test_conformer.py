@@ -4,7 +4,7 @@ import torch
 from moe_asr.nn.attention import RelPositionBias
 from moe_asr.nn.conformer import ConformerEncoder, Conv2dSubsampling, ConvModule, lengths_to_mask
 from moe_asr.nn.decoder import TransformerDecoder
-from moe_asr.nn.moe import FeedForward, MoEFeedForward
+from moe_asr.nn.moe import FeedForward, MoEFeedForward, MoERouting
 
 F_IN, D = 20, 16
 
@@ -50,6 +50,28 @@ def test_encoder_padding_invariance(moe, subsampling):
             assert (s.layer, s.half) == (sa.layer, sa.half)
     if moe:
         assert [(s.layer, s.half) for s in stats] == [(1, 0), (1, 1)]
+
+
+def test_layer_condition_is_added_to_the_real_frames_of_that_layers_input():
+    torch.manual_seed(0)
+    enc = _encoder(True)
+    lens = torch.tensor([61, 40])
+    x = torch.randn(2, 61, F_IN)
+    cond = torch.randn(2, D)
+    seen = []
+    enc.layers[1].register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+
+    def route(rows):
+        return lambda i, h, mask: MoERouting(layer_cond=cond[rows]) if i == 1 else None
+
+    plain, _, _ = enc(x, lens)
+    conditioned, out_lens, _ = enc(x, lens, route(slice(None)))
+    real = lengths_to_mask(out_lens, seen[0].shape[1])[..., None]
+    torch.testing.assert_close(seen[1] - seen[0], cond[:, None, :] * real)
+    assert not torch.allclose(conditioned, plain)
+    t = int(out_lens[1])  # the padded utterance alone: the same output
+    alone, _, _ = enc(x[1:, :40], lens[1:], route(slice(1, 2)))
+    torch.testing.assert_close(conditioned[1, :t], alone[0], atol=1e-5, rtol=1e-5)
 
 
 _EXPECTED_LEN = {  # WeNet's Conv2dSubsampling4/6/8 output lengths

@@ -55,6 +55,17 @@ def test_forcing_any_guided_label_feeds_its_embedding(name, value):
         torch.testing.assert_close(forced[i].cond - free[i].cond, delta.expand(3, D))
 
 
+def test_layer_condition_feeds_the_embedding_to_the_guided_layers_input_not_the_router():
+    g = _guidance(labels=["accent"], embed=True, condition="layer", guided_layers=[2, 3])
+    g.eval()
+    routed, _ = _run(g, g.forced_routing({"accent": "fr"}))
+    fr = g.embed["accent"].weight[VOCAB.index("accent", "fr")]
+    assert routed[0] is None and routed[1] is None  # not guided
+    for i in (2, 3):
+        assert routed[i].cond is None and routed[i].router_delta is None
+        torch.testing.assert_close(routed[i].layer_cond, fr.expand(3, D))
+
+
 def test_forced_routing_errors_name_the_option():
     g = _guidance(labels=["accent", "noise"], embed=True)
     with pytest.raises(
@@ -187,6 +198,7 @@ def test_label_loss_schedule():
         ({"embed": True, "group_label": "speaker"}, "group_label='speaker'"),
         ({"group_router": True, "router_loss_weight": 1.0, "group_decision": "x"}, "frame or"),
         ({"embed": True, "loss_warmup_steps": -1}, ">= 0"),
+        ({"embed": True, "condition": "encoder"}, "use router .* or layer"),
     ],
 )
 def test_config_errors(kw, match):

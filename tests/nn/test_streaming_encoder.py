@@ -24,9 +24,12 @@ def _model(
 ):
     moe = {"num_experts": 3, "top_k": 2, "num_shared_experts": 1}
     vocab = None
-    if guided:
+    if guided:  # True: label groups; "layer": the label embedding added to layer inputs
         moe = {"num_experts": 4, "top_k": 1, "guidance": {"labels": ["accent"], "embed": True}}
-        moe["guidance"].update(hard_groups=True, router_loss_weight=0.1)
+        if guided == "layer":
+            moe["guidance"].update(condition="layer")
+        else:
+            moe["guidance"].update(hard_groups=True, router_loss_weight=0.1)
         vocab = LabelVocab.from_tables({"accent": {0: "x", 1: "y"}}, ["accent"])
     cfg = config_from_dict(
         {
@@ -91,6 +94,7 @@ def _stream(model, feats, chunk, left, routing=None):
         ("dense", False, 6, 1, 2, "chunk"),  # a chunk shorter than the kernel's half width
         ("moe", False, 4, 5, 1, "chunk"),
         ("moe", True, 8, 3, -1, "chunk"),
+        ("moe", "layer", 4, 4, 1, "chunk"),
     ],
 )
 def test_chunk_by_chunk_with_caches_equals_full_forward_with_chunk_mask(
