@@ -215,6 +215,26 @@ def test_trained_model_runs_free_forced_and_masked(guided_model):
         guided_model.encode(feats, lens, RoutingOptions(mode="oracle"))
 
 
+def test_layer_condition_carries_the_label_to_the_answer_without_router_guidance():
+    """condition: layer, no router loss and no groups: the label reaches the transcript
+    only through the embedding added to the layers' input frames (the audio is noise)."""
+    cfg = _cfg(
+        num_experts=2,
+        top_k=1,
+        ctc_weight=1.0,
+        guidance=GuidanceConfig(
+            labels=["accent"], embed=True, label_dropout=0.2, condition="layer"
+        ),
+    )
+    model = _train(build_model(cfg, V, VOCAB), steps=120, audio_cue=False)
+    feats, lens, _, _, _ = _toy_batch(32, 50_000, audio_cue=False)
+    for value, token in (("a", 2), ("b", 3)):
+        with torch.no_grad():
+            enc = model.encode(feats, lens, model.forced_routing({"accent": value}))
+        answer = model.ctc_log_probs(enc).argmax(-1).max(-1).values
+        assert (answer == token).float().mean() > 0.9, value
+
+
 def test_utterance_estimate_routes_label_free_by_audible_accent():
     cfg = _cfg(
         num_experts=2,
