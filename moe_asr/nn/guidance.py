@@ -315,9 +315,8 @@ class LabelGuidance(nn.Module):
                 elif plan.group is not None:
                     allowed = self._group_experts[plan.group]  # (B, E)
             disabled = tuple(routing.expert_mask.get(i, ()))
-            if cond is None and layer_cond is None and delta is None and allowed is None:
-                if not disabled:
-                    return None
+            if all(v is None for v in (cond, layer_cond, delta, allowed)) and not disabled:
+                return None
             free = self.cfg.free_experts if allowed is not None else 0
             return MoERouting(
                 cond=cond,
