@@ -13,7 +13,7 @@ masking experts and label probabilities are owned by ``moe_asr.nn.guidance.Label
 the model exposes them through ``forced_routing``, ``encode`` and ``label_probs``.
 
 Streaming (``model.streaming``, ``moe_asr.nn.streaming``): in training each batch draws a
-chunk size (or full context); ``encode(..., chunk_frames=c, left_chunks=k)`` applies the
+chunk size (or full context; ``dual_mode``: both); ``encode(..., chunk_frames=c, left_chunks=k)`` applies the
 chunk mask at inference, and ``init_stream``/``encode_chunk`` encode chunk by chunk with
 caches, which equals ``encode`` under the same chunk mask.
 
@@ -23,7 +23,7 @@ counts in ``moe_asr.model_params``; their public names are re-exported here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -95,6 +95,9 @@ class ModelOutput:
     router_stats: list[RouterStats]
     label_logits: dict[str, Tensor]
     encoder: EncoderOutput  # what the losses were computed on (e.g. for dev CER: no 2nd pass)
+
+
+_LOSS_FIELDS = ("loss", "ctc", "att", "moe_balance", "z_loss", "diversity", "label_loss")
 
 
 class AsrModel(nn.Module):
@@ -242,15 +245,13 @@ class AsrModel(nn.Module):
         *,
         chunk_frames: int = 0,
         left_chunks: int = -1,
-        step: int | None = None,
     ) -> EncoderOutput:
         """feats: (B, T, F) raw fbank, feat_lens: (B,) -> EncoderOutput.
 
         ``routing=None`` means: training with labels -> oracle labels (with label dropout),
         otherwise label-free. ``labels`` are needed for ``mode="oracle"``. ``chunk_frames``
         > 0: the streaming chunk mask (encoder frames per chunk, ``left_chunks`` of history,
-        -1 = all); 0 in training a streaming model: a chunk size drawn per batch (``step``,
-        the training update, for ``model.streaming.full_context_steps``).
+        -1 = all); 0: full context (training draws its chunks in ``forward``).
         """
         if routing is None:
             mode = "oracle" if self.training and labels else "free"
@@ -258,9 +259,6 @@ class AsrModel(nn.Module):
         self._check_routing(routing, labels)
         if chunk_frames:
             self._check_chunk(chunk_frames, left_chunks)
-        elif self.training and self.cfg.streaming.enabled:
-            frames = int(self.encoder.frontend.output_lengths(feat_lens.max().cpu()))
-            chunk_frames, left_chunks = draw_chunk(self.cfg.streaming, frames, step)
         need = self.encoder.frontend.min_input_frames
         short = (feat_lens < need).nonzero().flatten().tolist()
         if short:
@@ -364,9 +362,43 @@ class AsrModel(nn.Module):
     ) -> ModelOutput:
         """feats (B, T, F), feat_lens (B,), tokens (B, L) padded with -1, token_lens (B,);
         ``step``: the training step, for the label-loss schedule and the start of the
-        streaming chunk draws (None: no schedule)."""
+        streaming chunk draws (None: no schedule). A streaming model in training encodes with
+        a chunk drawn per batch; with ``model.streaming.dual_mode`` also with full context,
+        and the output is the mean of the two passes (its routing and encoder output are the
+        full-context pass's)."""
         self._check_tokens(tokens, token_lens)
-        enc = self.encode(feats, feat_lens, routing, labels, step=step)
+        outs = [
+            self._pass_output(
+                self.encode(feats, feat_lens, routing, labels, chunk_frames=c, left_chunks=k),
+                tokens,
+                token_lens,
+                labels,
+                step,
+            )
+            for c, k in self._training_chunks(feat_lens, step)
+        ]
+        if len(outs) == 1:
+            return outs[0]
+        mean = {f: sum(getattr(o, f) for o in outs) / len(outs) for f in _LOSS_FIELDS}
+        return replace(outs[0], **mean)
+
+    def _training_chunks(self, feat_lens: Tensor, step: int | None) -> list[tuple[int, int]]:
+        """The (chunk frames, left chunks) of each encoder pass of this batch; 0 = full context."""
+        st = self.cfg.streaming
+        if not (self.training and st.enabled):
+            return [(0, -1)]
+        frames = int(self.encoder.frontend.output_lengths(feat_lens.max().cpu()))
+        drawn = draw_chunk(st, frames, step)
+        return [(0, -1), drawn] if st.dual_mode and drawn[0] > 0 else [drawn]
+
+    def _pass_output(
+        self,
+        enc: EncoderOutput,
+        tokens: Tensor,
+        token_lens: Tensor,
+        labels: dict[str, Tensor] | None,
+        step: int | None,
+    ) -> ModelOutput:
         zero = enc.out.new_zeros((), dtype=torch.float32)
         w = self.cfg.ctc_weight
         ctc = self._ctc_loss(enc, tokens, token_lens) if w > 0 else zero

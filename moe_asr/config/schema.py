@@ -130,13 +130,18 @@ class StreamingConfig:
     accuracy is not traded away and a non-streaming model is a warm start.
     ``full_context_steps``: the first N updates of a run train with full context only, and
     the chunk draws start after them: the warm start from a non-streaming model inside one
-    run of the same number of updates (with ``conv: chunk``)."""
+    run of the same number of updates (with ``conv: chunk``).
+    ``dual_mode`` (Dual-mode ASR, Yu et al. 2021): after ``full_context_steps`` every batch is
+    encoded twice, with full context and with a drawn chunk (``full_context_prob`` is not
+    used), and the loss is the mean of the two passes' losses: both modes learn on every
+    update, at about twice the compute per update."""
 
     enabled: bool = False
     min_chunk: int = 1
     max_chunk: int = 25
     full_context_prob: float = 0.5
     full_context_steps: int = 0
+    dual_mode: bool = False
     left_chunks: int = -1
     dynamic_left_chunks: bool = False
     conv: str = "causal"  # causal | chunk

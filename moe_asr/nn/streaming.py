@@ -61,11 +61,12 @@ def draw_chunk(cfg: StreamingConfig, num_frames: int, step: int | None = None) -
 
     The draw uses the CPU generator, which the trainer checkpoints, so a resumed run draws
     the same sizes as an unbroken one. Before ``cfg.full_context_steps`` nothing is drawn
-    (full context), so a run with 0 draws exactly as before the option existed.
+    (full context), so a run with 0 draws exactly as before the option existed. With
+    ``cfg.dual_mode`` the draw is always a chunk (the full-context pass is always there).
     """
     if step is not None and step < cfg.full_context_steps:
         return 0, -1
-    if float(torch.rand(())) < cfg.full_context_prob:
+    if not cfg.dual_mode and float(torch.rand(())) < cfg.full_context_prob:
         return 0, -1
     chunk = int(torch.randint(cfg.min_chunk, cfg.max_chunk + 1, ()))
     left = cfg.left_chunks

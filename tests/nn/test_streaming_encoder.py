@@ -46,7 +46,7 @@ def _model(
                 "max_rel_pos": 6,
                 "ffn": ffn,
                 "moe": moe,
-                "decoder": {"num_layers": 1, "num_heads": 2, "d_ff": 16},
+                "decoder": {"num_layers": 1, "num_heads": 2, "d_ff": 16, "dropout": 0.0},
                 "streaming": {"enabled": streaming, "conv": conv},
             }
         }
@@ -256,17 +256,54 @@ def test_training_before_full_context_steps_is_the_full_context_forward():
     model = _model("moe", streaming=True)  # dropout 0: train and eval forwards agree
     st = model.cfg.streaming
     st.full_context_steps, st.full_context_prob, st.min_chunk, st.max_chunk = 3, 0.0, 2, 2
+    tokens, token_lens = torch.tensor([[2, 3], [4, -1]]), torch.tensor([2, 1])
     with torch.no_grad():
         full = model.eval().encode(feats, lens).out
         chunk2 = model.encode(feats, lens, chunk_frames=2).out
         model.train()
+
+        def trained_on(step):
+            return model(feats, lens, tokens, token_lens, step=step).encoder.out
+
         for step in (0, 2):
-            torch.testing.assert_close(model.encode(feats, lens, step=step).out, full)
-        torch.testing.assert_close(model.encode(feats, lens, step=3).out, chunk2)
+            torch.testing.assert_close(trained_on(step), full)
+        torch.testing.assert_close(trained_on(3), chunk2)
     assert not torch.allclose(chunk2, full)
     with pytest.raises(ConfigError, match="full_context_steps"):
         cfg = {"model": {"streaming": {"enabled": True, "full_context_steps": -1}}}
         build_model(config_from_dict(cfg).model, VOCAB, None)
+
+
+def test_dual_mode_draws_only_chunks_after_the_warm_up():
+    cfg = config_from_dict(
+        {"model": {"streaming": {"enabled": True, "dual_mode": True, "full_context_steps": 3}}}
+    ).model.streaming
+    torch.manual_seed(0)
+    draws = [draw_chunk(cfg, 30, step) for step in range(200)]
+    assert draws[:3] == [(0, -1)] * 3
+    assert all(1 <= c <= cfg.max_chunk for c, _ in draws[3:])  # full_context_prob 0.5 unused
+
+
+def test_dual_mode_training_loss_is_the_mean_of_full_context_and_chunk_passes(monkeypatch):
+    import moe_asr.model as model_mod
+
+    monkeypatch.setattr(model_mod, "draw_chunk", lambda cfg, frames, step=None: (3, -1))
+    feats, lens = torch.randn(2, 80, F_IN), torch.tensor([80, 70])
+    tokens, token_lens = torch.tensor([[2, 3], [4, -1]]), torch.tensor([2, 1])
+    model = _model("moe", streaming=True, conv="chunk")  # dropout 0: train = eval forwards
+    model.cfg.streaming.dual_mode = True
+    with torch.no_grad():
+        dual = model.train()(feats, lens, tokens, token_lens)
+        model.cfg.streaming.dual_mode = False
+        chunk3 = model(feats, lens, tokens, token_lens)
+        model.cfg.streaming.enabled = False  # the same weights, full context
+        full = model(feats, lens, tokens, token_lens)
+    for name in ("loss", "ctc", "att", "moe_balance"):
+        want = (getattr(full, name) + getattr(chunk3, name)) / 2
+        torch.testing.assert_close(getattr(dual, name), want)
+    assert not torch.allclose(full.ctc, chunk3.ctc)  # the two passes differ
+    torch.testing.assert_close(dual.encoder.out, full.encoder.out)  # monitoring: full context
+    assert dual.router_stats is dual.encoder.router_stats
 
 
 def test_training_step_of_a_streaming_model_uses_a_drawn_chunk(monkeypatch):
