@@ -332,29 +332,39 @@ def test_training_step_reaches_the_label_loss_schedule(corpus, tmp_path, monkeyp
     assert seen[0][1] == 0.0 and all(loss > 0 for _, loss in seen[1:])  # warm-up from 0
 
 
-def test_training_draws_stream_chunks_only_after_full_context_steps(corpus, tmp_path, monkeypatch):
-    import moe_asr.model as model_mod
+@pytest.mark.parametrize("dual", [False, True])
+def test_training_draws_stream_chunks_only_after_full_context_steps(
+    corpus, tmp_path, monkeypatch, dual
+):
+    """The encoder passes of each training update: full context for the first steps, then a
+    drawn chunk (dual mode: a full-context pass and a chunk pass per update)."""
+    from moe_asr.model import AsrModel
 
-    draws = []
-    draw = model_mod.draw_chunk
+    passes = []
+    encode = AsrModel.encode
 
-    def recording(cfg, num_frames, step=None):
-        chunk = draw(cfg, num_frames, step)
-        draws.append((step, chunk[0]))
-        return chunk
+    def recording(self, *args, chunk_frames=0, **kwargs):
+        if self.training:  # not the dev passes
+            passes.append(chunk_frames)
+        return encode(self, *args, chunk_frames=chunk_frames, **kwargs)
 
-    monkeypatch.setattr(model_mod, "draw_chunk", recording)
+    monkeypatch.setattr(AsrModel, "encode", recording)
     streaming = [
         "model.streaming.enabled=true",
         "model.streaming.conv=chunk",
         "model.streaming.full_context_prob=0.0",
         "model.streaming.max_chunk=4",
         "model.streaming.full_context_steps=2",
+        f"model.streaming.dual_mode={str(dual).lower()}",
         "train.max_steps=4",
     ]
     assert main(_args(corpus, tmp_path / "exp", *_sets(streaming))) == 0
-    assert [s for s, _ in draws] == [0, 1, 2, 3]
-    assert [c == 0 for _, c in draws] == [True, True, False, False]  # full context, then chunks
+    early, late = passes[:2], passes[2:]
+    assert early == [0, 0]
+    chunks = late[1::2] if dual else late
+    assert len(chunks) == 2 and all(1 <= c <= 4 for c in chunks)  # a chunk every update
+    if dual:
+        assert late[0::2] == [0, 0]  # and before it, the full-context pass of the same batch
 
 
 def test_noise_guided_training_with_augmentation_labels_resumes_bit_exact(
