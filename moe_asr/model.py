@@ -13,9 +13,10 @@ masking experts and label probabilities are owned by ``moe_asr.nn.guidance.Label
 the model exposes them through ``forced_routing``, ``encode`` and ``label_probs``.
 
 Streaming (``model.streaming``, ``moe_asr.nn.streaming``): in training each batch draws a
-chunk size (or full context; ``dual_mode``: both); ``encode(..., chunk_frames=c, left_chunks=k)`` applies the
-chunk mask at inference, and ``init_stream``/``encode_chunk`` encode chunk by chunk with
-caches, which equals ``encode`` under the same chunk mask.
+chunk size (or full context; ``dual_mode``: both, the mean of the two passes' losses);
+``encode(..., chunk_frames=c, left_chunks=k)`` applies the chunk mask at inference, and
+``init_stream``/``encode_chunk`` encode chunk by chunk with caches, which equals ``encode``
+under the same chunk mask.
 
 Which layers are MoE and the config checks live in ``moe_asr.model_spec``, parameter
 counts in ``moe_asr.model_params``; their public names are re-exported here.
@@ -94,7 +95,8 @@ class ModelOutput:
     label_loss: Tensor
     router_stats: list[RouterStats]
     label_logits: dict[str, Tensor]
-    encoder: EncoderOutput  # what the losses were computed on (e.g. for dev CER: no 2nd pass)
+    encoder: EncoderOutput  # what the losses were computed on (dual mode: the full-context
+    # pass), e.g. for dev CER without a second pass
 
 
 _LOSS_FIELDS = ("loss", "ctc", "att", "moe_balance", "z_loss", "diversity", "label_loss")
