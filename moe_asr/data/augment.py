@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -50,6 +51,9 @@ from moe_asr.data.noise_bank import AudioRef, AugmentError, NoiseBank, find_audi
 from moe_asr.synth.noise import GENERATED_NOISE, active_power
 from moe_asr.synth.reverb import reverberate, simulated_rir
 
+if TYPE_CHECKING:
+    from moe_asr.data.datadir import DataDir
+
 __all__ = [
     "AugmentError",
     "AUGMENT_LABELS",
@@ -63,6 +67,7 @@ __all__ = [
     "snr_bucket",
     "snr_bucket_names",
     "augment_label_values",
+    "condition_label_names",
 ]
 
 PEAK = 0.99  # largest absolute sample of an augmented signal (below int16 full scale)
@@ -168,6 +173,15 @@ class Condition:
             value = math.nan
         return cls(noise=noise or "clean", snr=value, reverb=reverb not in (None, "dry"))
 
+    @classmethod
+    def of_datadir(cls, dd: DataDir, utt: str) -> Condition:
+        """What ``dd``'s utt2noise, utt2snr and utt2reverb say of ``utt`` (``of_data``)."""
+        return cls.of_data(
+            dd.groups.get("noise", {}).get(utt),
+            dd.extra.get("snr", {}).get(utt),
+            dd.groups.get("reverb", {}).get(utt),
+        )
+
     def labels(self, snr_edges: list[float]) -> dict[str, str | None]:
         """``noise``, ``snr`` and ``reverb`` label values (None = unknown: ``unk``)."""
         snr: str | None = "clean"
@@ -193,6 +207,15 @@ def augment_label_values(cfg: AugmentConfig) -> dict[str, list[str]]:
         out["reverb"] = ["dry", "reverb"]
     assert set(out) <= set(AUGMENT_LABELS)
     return out
+
+
+def condition_label_names(names: list[str] | tuple[str, ...], cfg: AugmentConfig) -> list[str]:
+    """Of the label ``names``, those whose values come from the utterance's ``Condition``
+    under ``cfg`` (e.g. ``snr`` as a bucket of ``snr_buckets``, not the data's dB value):
+    what a model trained with this augmentation learnt them as, in training and when a
+    decode forces them from a data dir."""
+    produced = augment_label_values(cfg)
+    return [n for n in names if n in produced]
 
 
 def spec_augment(feats: Tensor, cfg: AugmentConfig, rng: np.random.Generator) -> Tensor:

@@ -46,7 +46,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from moe_asr.audio import AudioError, audio_info, load_audio
 from moe_asr.config import AugmentConfig, DataConfig, waveform_augmentation
-from moe_asr.data.augment import Augmenter, Condition, augment_label_values
+from moe_asr.data.augment import (
+    Augmenter,
+    Condition,
+    augment_label_values,
+    condition_label_names,
+)
 from moe_asr.data.datadir import DataDir, load_datadir
 from moe_asr.data.features import FeatureError, compute_fbank
 from moe_asr.data.labels import LabelVocab
@@ -235,8 +240,7 @@ class AsrDataset(Dataset):
             else None
         )
         # label names taken from the utterance's condition (augmentation or data dir)
-        produced = augment_label_values(data_cfg.augment) if self.label_vocab.names else {}
-        self.condition_labels = [n for n in self.label_vocab.names if n in produced]
+        self.condition_labels = condition_label_names(self.label_vocab.names, data_cfg.augment)
         self.skipped: list[Skipped] = []
         self.too_long: list[str] = []
         self._pending: list[str] = []  # skipped ids not yet returned by pop_skipped()
@@ -339,15 +343,6 @@ class AsrDataset(Dataset):
             out.append(AudioRef(path, 0.0, start, end))
         return out
 
-    def _data_condition(self, utt: str) -> Condition:
-        """The condition the data dir gives an utterance (clean and dry when it says none)."""
-        dd = self.dd
-        return Condition.of_data(
-            dd.groups.get("noise", {}).get(utt),
-            dd.extra.get("snr", {}).get(utt),
-            dd.groups.get("reverb", {}).get(utt),
-        )
-
     def _skip(self, s: Skipped) -> None:
         log.warning("skipping %s", s)
         self.skipped.append(s)
@@ -383,7 +378,7 @@ class AsrDataset(Dataset):
     def load(self, utt: str) -> Example:
         """Load one utterance; raises UtteranceError naming it and its audio (or dump) path."""
         rng = None
-        cond = self._data_condition(utt) if self.condition_labels else None
+        cond = Condition.of_datadir(self.dd, utt) if self.condition_labels else None
         if self.augmenter is not None:
             key = zlib.crc32(utt.encode("utf-8"))
             rng = np.random.default_rng([self.seed, self.epoch, key])

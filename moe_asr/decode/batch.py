@@ -14,7 +14,9 @@ fails, its items are retried one by one so that only the bad one is reported.
 
 ``labels_from_data`` (``moe-asr decode --force-from-data accent``): each utterance is routed
 as if its label had the value in ``DATA/utt2<label>`` (the known-label case beside the
-label-free one); utterances are then batched per label value.
+label-free one); utterances are then batched per label value. A condition label of a model
+trained with augmentation labels (noise, snr, reverb) is read as training read it
+(``data_label_values``): ``utt2snr``'s dB become the model's SNR buckets.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from pathlib import Path
 
 from torch import Tensor
 
-from moe_asr.config import DecodeConfig
+from moe_asr.config import AugmentConfig, DecodeConfig
+from moe_asr.data.augment import Condition, condition_label_names
+from moe_asr.data.datadir import DataDir
 from moe_asr.decode.search import Recognition, Recognizer
 from moe_asr.errors import UserError
 from moe_asr.files import atomic_write_text, check_outputs
 
-__all__ = ["DECODE_FILES", "DecodeSummary", "decode_datadir"]
+__all__ = ["DECODE_FILES", "DecodeSummary", "data_label_values", "decode_datadir"]
 
 DECODE_FILES = ("hyp.txt", "nbest.txt", "errors.txt", "decode.json")  # what decode writes
 
@@ -185,23 +189,15 @@ def _routing_per_utterance(package, dd, routing, names, errors: dict[str, str]) 
         return {u: ("", routing) for u in dd.utt_ids}
     base_forced = dict(routing.forced) if routing is not None else {}
     mask = dict(routing.expert_mask) if routing is not None else {}
-    tables = {}
-    for name in names:
-        table = dd.groups.get(name)
-        if table is None:
-            raise UserError(
-                f"--force-from-data {name}: {dd.path}/utt2{name} does not exist; decode "
-                f"label-free or with --force {name}=VALUE"
-            )
-        tables[name] = table
+    values = data_label_values(package.config.data.augment, dd, names)
     cache: dict[str, object] = {}
     out = {}
     for utt in dd.utt_ids:
-        missing = [n for n in names if utt not in tables[n]]
+        missing = [n for n in names if values[n].get(utt) is None]
         if missing:
             errors[utt] = f"no {missing[0]} in {dd.path}/utt2{missing[0]} (--force-from-data)"
             continue
-        forced = {**base_forced, **{n: tables[n][utt] for n in names}}
+        forced = {**base_forced, **{n: values[n][utt] for n in names}}
         key = ",".join(f"{n}={forced[n]}" for n in sorted(forced))
         if key not in cache:
             try:
@@ -212,6 +208,32 @@ def _routing_per_utterance(package, dd, routing, names, errors: dict[str, str]) 
             errors[utt] = _reason(cache[key])
             continue
         out[utt] = (key, cache[key])
+    return out
+
+
+def data_label_values(
+    augment: AugmentConfig, dd: DataDir, names: list[str] | tuple[str, ...]
+) -> dict[str, dict[str, str | None]]:
+    """name -> utt -> the value of label ``name`` that ``dd`` gives each utterance, as a model
+    trained with ``augment`` learnt it: a label that augmentation records (noise, snr,
+    reverb) from the utterance's condition (snr as the SNR bucket, not utt2snr's dB), any
+    other from ``utt2<name>`` (None or absent: no value). Raises UserError when ``dd`` has
+    no ``utt2<name>``."""
+    from_condition = condition_label_names(names, augment)
+    out = {}
+    for name in names:
+        table = {**dd.groups, **dd.extra}.get(name)
+        if table is None:
+            raise UserError(
+                f"--force-from-data {name}: {dd.path}/utt2{name} does not exist; decode "
+                f"label-free or with --force {name}=VALUE"
+            )
+        if name in from_condition:
+            edges = augment.snr_buckets
+            table = {
+                u: Condition.of_datadir(dd, u).labels(edges)[name] for u in dd.utt_ids if u in table
+            }
+        out[name] = table
     return out
 
 

@@ -15,6 +15,7 @@ from moe_asr.data.datadir import read_table
 from moe_asr.data.features import compute_fbank
 from moe_asr.decode.rescore import ctc_sequence_scores
 from moe_asr.decode.search import Recognizer, inference_routing
+from moe_asr.errors import UserError
 from moe_asr.package import load_package
 from tests.decode_model import ACCENTS, TEXTS, train_tiny_package, write_datadir_of
 from tests.tone_corpus import tone_wave
@@ -201,3 +202,30 @@ def test_force_from_data_needs_the_label_file(setup, tmp_path, capsys):
     args = ["decode", "--model", str(setup["model"]), "--data", str(setup["data"])]
     assert main([*args, "--out", str(tmp_path / "o"), "--force-from-data", "noise"]) == 1
     assert "utt2noise does not exist" in capsys.readouterr().err
+
+
+def test_force_from_data_reads_condition_labels_as_the_augmentation_recorded_them():
+    # a model trained with augmentation labels knows snr buckets, not utt2snr's dB
+    from moe_asr.config import AugmentConfig
+    from moe_asr.data.datadir import DataDir
+    from moe_asr.decode.batch import data_label_values
+
+    utts = ["a", "b", "c", "d", "e"]
+    dd = DataDir(
+        utt2spk={u: u for u in utts},
+        groups={
+            "noise": {"a": "white", "b": "babble", "c": "clean", "d": "pink", "e": "white"},
+            "accent": {"a": "fr", "b": "de"},
+        },
+        extra={"snr": {"a": "-3", "b": "5", "c": "inf", "d": "12"}},
+    )
+    aug = AugmentConfig(noise_prob=0.5, noise_types=["white", "pink", "babble"])
+    values = data_label_values(aug, dd, ["snr", "noise", "accent"])
+    assert values["snr"] == {"a": "<0", "b": "0..10", "c": "clean", "d": ">=10"}
+    assert values["noise"] == dd.groups["noise"]
+    assert values["accent"] == {"a": "fr", "b": "de"}  # not a condition label: as in the file
+    # without augmentation labels the data's values are the labels
+    plain = data_label_values(AugmentConfig(), dd, ["snr"])
+    assert plain["snr"] == dd.extra["snr"]
+    with pytest.raises(UserError, match="utt2reverb does not exist"):
+        data_label_values(aug, dd, ["reverb"])

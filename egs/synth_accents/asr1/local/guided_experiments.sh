@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The guided-routing comparison of RESULTS.md, one training at a time (a 2-core machine runs
 # two badly): data once, then per SYSTEM[:SEED] training (2,000 updates), decoding of test and
-# test_unseen label-free, known-accent decoding (--force-from-data accent) for guided systems,
+# test_unseen label-free, known-label decoding (--force-from-data) for guided systems,
 # scoring and the expert report; at the end the tables and results/guided.json.
 #   local/guided_experiments.sh moe_hier:0 moe:0 dense:0 moe_hier:1 moe:1 dense:1
 # CONFIG:SEED@FROM continues FROM's model of the same seed (`train --init`, upcycling) for
@@ -28,6 +28,22 @@ cont_lr=${CONT_LR:-0.001}
 [ $# -gt 0 ] || { echo "usage: $0 CONFIG[@FROM][:SEED] ...  (CONFIG, FROM: conf/*.yaml names)" >&2; exit 1; }
 
 ./run.sh --stage 0 --stop-stage 3 "${common[@]}"
+known_decode() {  # SET SUFFIX LABEL...: decode SET with the true LABELs of $tag's model
+  local set=$1 suffix=$2 out="$exp/$tag/decode_$1_ctc_prefix_beam+lm_known_$2"
+  shift 2
+  [ -s "$data/$set/wav.scp" ] && [ ! -f "$out/.done.score" ] || return 0
+  moe-asr decode --model "$exp/$tag/model.pt" --data "$data/$set" --mode ctc_prefix_beam \
+    --lm "$data/lm/3gram.arpa" $(printf -- '--force-from-data %s ' "$@") --threads 2 \
+    --no-progress --out "$out" --overwrite
+  local groups=()
+  for g in accent noise snr; do
+    [ -f "$data/$set/utt2$g" ] && groups+=(--group "$data/$set/utt2$g")
+  done
+  moe-asr score --ref "$data/$set/text" --hyp "$out/hyp.txt" "${groups[@]}" --cer \
+    --out "$out" --overwrite
+  touch "$out/.done.score"
+}
+
 tags=()
 for spec in "$@"; do
   name=${spec%%:*}
@@ -54,20 +70,14 @@ for spec in "$@"; do
   ./run.sh --stage 4 --stop-stage 8 "${common[@]}" --train-config "conf/$conf.yaml" \
     --tag "$tag" --train-args "$train_args" --decode-modes "$modes" \
     --decode-args "--threads 2" --report-set all
-  # the known-accent case beside label-free, for models guided by the accent
-  if python -c 'import json,sys; sys.exit("accent" not in json.load(open(sys.argv[1])))' \
-    "$exp/$tag/label_vocab.json"; then
-    out="$exp/$tag/decode_test_ctc_prefix_beam+lm_known_accent"
-    if [ ! -f "$out/.done.score" ]; then
-      moe-asr decode --model "$exp/$tag/model.pt" --data "$data/test" --mode ctc_prefix_beam \
-        --lm "$data/lm/3gram.arpa" --force-from-data accent --threads 2 --no-progress \
-        --out "$out" --overwrite
-      moe-asr score --ref "$data/test/text" --hyp "$out/hyp.txt" --group "$data/test/utt2accent" \
-        --group "$data/test/utt2noise" --cer --out "$out" --overwrite
-      touch "$out/.done.score"
-    fi
-  fi
+  # the known-label case beside label-free: the true accent on test (accent-guided models),
+  # the true noise type and SNR bucket on the sets with seen noise types (noise-guided)
+  labels=$(python -c 'import json,sys; print(*json.load(open(sys.argv[1])))' "$exp/$tag/label_vocab.json")
+  case " $labels " in *" accent "*) known_decode test accent accent ;; esac
+  case " $labels " in *" noise "*" snr "*)
+    for s in test test_low_snr test_reverb; do known_decode "$s" condition noise snr; done ;;
+  esac
 done
 python ../../../tools/collect_results.py "${tags[@]}" --set ${SETS:-test test_unseen} \
-  --modes $modes ctc_prefix_beam+lm_known_accent --groups ${RESULT_GROUPS:-accent noise} \
+  --modes $modes ctc_prefix_beam+lm_known_accent ctc_prefix_beam+lm_known_condition --groups ${RESULT_GROUPS:-accent noise} \
   --json "${JSON:-results/guided.json}"
