@@ -74,8 +74,9 @@ for spec in "$@"; do
   # the true noise type and SNR bucket on the sets with seen noise types (noise-guided)
   labels=$(python -c 'import json,sys; print(*json.load(open(sys.argv[1])))' "$exp/$tag/label_vocab.json")
   case " $labels " in *" accent "*) known_decode test accent accent ;; esac
-  case " $labels " in *" noise "*" snr "*)
-    for s in test test_low_snr test_reverb; do known_decode "$s" condition noise snr; done ;;
+  case " $labels " in *" noise "*)
+    case " $labels " in *" snr "*) cond_labels="noise snr" ;; *) cond_labels=noise ;; esac
+    for s in test test_low_snr test_reverb; do known_decode "$s" condition $cond_labels; done ;;
   esac
 done
 python ../../../tools/collect_results.py "${tags[@]}" --set ${SETS:-test test_unseen} \

@@ -3,7 +3,7 @@
 # data (data_g) decoded also on three condition test sets that no system trains on
 # (the test accents, speakers and sentences): test_low_snr (white/pink/babble at 0 and 5 dB;
 # the data has 10 and 20 dB), test_unseen_noise (brown or music at 0 and 5 dB) and test_reverb
-# (clean speech in rooms of RT60 0.3/0.6/0.9 s). Results: results/noise.json.
+# (clean speech in rooms of RT60 0.3/0.6/0.9 s). Results: results/noise.json (JSON=FILE: there).
 #   local/noise_experiments.sh moe:0 moe_noise_wide:0 moe_noise_guided:0
 # A system trained before (e.g. moe:0 by guided_experiments.sh) is not retrained; its missing
 # decodes, scores and reports are added.
@@ -24,4 +24,4 @@ if $missing; then  # add the condition sets to the data root, then validate them
     --unseen-accents sv,ro,cs,tr "${conditions[@]}" --keep-existing true
 fi
 RECIPE_OPTS="${conditions[*]}" SETS="$sets" RESULT_GROUPS="noise snr rt60 accent" \
-  JSON=results/noise.json exec local/guided_experiments.sh "$@"
+  JSON=${JSON:-results/noise.json} exec local/guided_experiments.sh "$@"
