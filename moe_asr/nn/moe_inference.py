@@ -14,8 +14,13 @@ routing the padded frames too (no gather of the real frames, no scatter back, pa
 after): no faster on decoding batches (1.5 % padding). 2026-12-07, AMD VM, 2 threads, 16 frames,
 top-1 of 4: every expert as one gate-masked dense FFN (concatenated weights, 3 operators) 195 us
 vs 158 us (4x the FLOPs); ``torch._grouped_mm`` on CPU 70 us for the first matmul alone; experts
-split over two ``torch.jit.fork`` tasks 189 vs 164 us. A 4-row GEMM takes 13.5 us against 33 us
-for 16 rows on one thread: per-expert GEMM efficiency, not dispatch, sets the floor.
+split over two ``torch.jit.fork`` tasks 189 vs 164 us, and the same with one intra-op thread per
+task (each core one half of the experts) 178 vs 164 us (dense 50 us). A 4-row GEMM takes 13.5 us
+against 33 us for 16 rows on one thread, and MKL runs GEMMs of <= 4 rows on one thread at any
+thread count (an expert FFN of 4 rows: 29 us at 1 or 2 threads; dense 16 rows: 67 us at 1, 44
+at 2); weights prepacked for MKL (``mkl._mkl_linear``) or oneDNN (``mkldnn._linear_pointwise``)
+make 4-row GEMMs no faster (15 us), only 16-row ones (oneDNN 23.5 us): per-expert GEMM
+efficiency, not dispatch, sets the floor.
 """
 
 from __future__ import annotations
