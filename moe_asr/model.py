@@ -95,8 +95,9 @@ class ModelOutput:
     label_loss: Tensor
     router_stats: list[RouterStats]
     label_logits: dict[str, Tensor]
-    encoder: EncoderOutput  # what the losses were computed on (dual mode: the full-context
-    # pass), e.g. for dev CER without a second pass
+    # what the losses were computed on (dual mode: the full-context pass), e.g. for dev CER
+    # without a second pass
+    encoder: EncoderOutput
 
 
 _LOSS_FIELDS = ("loss", "ctc", "att", "moe_balance", "z_loss", "diversity", "label_loss")

@@ -219,22 +219,26 @@ def data_label_values(
     reverb) from the utterance's condition (snr as the SNR bucket, not utt2snr's dB), any
     other from ``utt2<name>`` (None or absent: no value). Raises UserError when ``dd`` has
     no ``utt2<name>``."""
-    from_condition = condition_label_names(names, augment)
-    out = {}
+    files = {**dd.groups, **dd.extra}
     for name in names:
-        table = {**dd.groups, **dd.extra}.get(name)
-        if table is None:
+        if name not in files:
             raise UserError(
                 f"--force-from-data {name}: {dd.path}/utt2{name} does not exist; decode "
                 f"label-free or with --force {name}=VALUE"
             )
-        if name in from_condition:
-            edges = augment.snr_buckets
-            table = {
-                u: Condition.of_datadir(dd, u).labels(edges)[name] for u in dd.utt_ids if u in table
-            }
-        out[name] = table
-    return out
+    from_condition = condition_label_names(names, augment)
+    conditions = {}  # utt -> its condition's label values, once for all condition labels
+    if from_condition:
+        edges = augment.snr_buckets
+        conditions = {u: Condition.of_datadir(dd, u).labels(edges) for u in dd.utt_ids}
+    return {
+        name: (
+            {u: conditions[u][name] for u in dd.utt_ids if u in files[name]}
+            if name in from_condition
+            else files[name]
+        )
+        for name in names
+    }
 
 
 def _batches(order: list[str], keys: dict[str, str], size: int):

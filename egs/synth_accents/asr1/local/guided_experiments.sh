@@ -80,5 +80,5 @@ for spec in "$@"; do
   esac
 done
 python ../../../tools/collect_results.py "${tags[@]}" --set ${SETS:-test test_unseen} \
-  --modes $modes ctc_prefix_beam+lm_known_accent ctc_prefix_beam+lm_known_condition --groups ${RESULT_GROUPS:-accent noise} \
-  --json "${JSON:-results/guided.json}"
+  --modes $modes ctc_prefix_beam+lm_known_accent ctc_prefix_beam+lm_known_condition \
+  --groups ${RESULT_GROUPS:-accent noise} --json "${JSON:-results/guided.json}"
