@@ -100,6 +100,9 @@ class ModelOutput:
     encoder: EncoderOutput
 
 
+# per-utterance std floor of ``input_norm: utterance`` (features after global CMVN have std
+# about 1; a near-constant dimension is centred, not amplified)
+_UTTERANCE_STD_FLOOR = 0.1
 _LOSS_FIELDS = ("loss", "ctc", "att", "moe_balance", "z_loss", "diversity", "label_loss")
 
 
@@ -239,6 +242,20 @@ class AsrModel(nn.Module):
         self.cmvn_mean.copy_(mean)
         self.cmvn_std.copy_(std)
 
+    def _normalize(self, feats: Tensor, mask: Tensor) -> Tensor:
+        """Global CMVN, then (``input_norm: utterance``) each utterance's own mean and
+        variance per dimension over its real frames; padded frames are 0."""
+        x = (feats - self.cmvn_mean) / self.cmvn_std
+        x = x.masked_fill(~mask[..., None], 0.0)
+        if self.cfg.input_norm != "utterance":
+            return x
+        count = mask.sum(1, keepdim=True).clamp_min(1)[..., None].to(x.dtype)  # (B, 1, 1)
+        mean = x.sum(1, keepdim=True) / count
+        centred = (x - mean).masked_fill(~mask[..., None], 0.0)
+        std = (centred.square().sum(1, keepdim=True) / count).sqrt()
+        # a floor, so a constant dimension (digital silence) is centred, not blown up
+        return centred / std.clamp_min(_UTTERANCE_STD_FLOOR)
+
     def encode(
         self,
         feats: Tensor,
@@ -270,8 +287,7 @@ class AsrModel(nn.Module):
                 f"{self.cfg.subsampling} needs {need}); drop such short utterances"
             )
         mask = lengths_to_mask(feat_lens, feats.shape[1])
-        x = (feats - self.cmvn_mean) / self.cmvn_std
-        x = x.masked_fill(~mask[..., None], 0.0)
+        x = self._normalize(feats, mask)
         label_logits: dict[str, Tensor] = {}
         group_logits: dict[int, Tensor] = {}
         route_fn = self._route_fn(routing, labels, feats, label_logits, group_logits)

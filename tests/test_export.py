@@ -109,6 +109,27 @@ def test_value_router_model_exports_with_its_estimate_driven_routing(tmp_path):
     assert res.max_abs_diff < 1e-3 and res.argmax_agreement == 1.0
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_utterance_normalised_model_exports_its_per_utterance_statistics(tmp_path, fmt):
+    """``model.input_norm: utterance`` computes statistics over each item's real frames:
+    the export must too (export_model compares it with PyTorch on a padded batch)."""
+    from moe_asr.config import Config, DataConfig, FeatureConfig
+    from tests.tiny_config import tiny_model_config, untrained_package
+
+    model_cfg = tiny_model_config(ffn="moe")
+    model_cfg.input_norm = "utterance"
+    cfg = Config(model=model_cfg, data=DataConfig(features=FeatureConfig(num_mel_bins=40)))
+
+    def global_stats(model) -> None:  # so that the per-utterance step has work to do
+        model.set_cmvn(torch.linspace(-3, 3, 40), torch.linspace(0.5, 2, 40))
+
+    torch.manual_seed(0)
+    path = untrained_package(tmp_path / "un.pt", cfg, TEXTS, edit=global_stats)
+    suffix = {"onnx": "onnx", "torchscript": "ts"}[fmt]
+    res = export_model(load_package(path), tmp_path / f"un.{suffix}", format=fmt)
+    assert res.max_abs_diff < 1e-3 and res.argmax_agreement == 1.0
+
+
 def test_an_fp32_export_that_differs_from_pytorch_is_refused_and_not_written(
     setup, tmp_path, monkeypatch
 ):

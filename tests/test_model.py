@@ -2,7 +2,15 @@ import pytest
 import torch
 
 from moe_asr.cli import main as cli_main
-from moe_asr.config import ConfigError, DecoderConfig, GuidanceConfig, ModelConfig, MoEConfig
+from moe_asr.config import (
+    Config,
+    ConfigError,
+    DecoderConfig,
+    GuidanceConfig,
+    ModelConfig,
+    MoEConfig,
+    validate_config,
+)
 from moe_asr.data.labels import LabelVocab
 from moe_asr.errors import UserError
 from moe_asr.model import RoutingOptions, build_model, moe_layer_indices, parameter_summary
@@ -69,6 +77,46 @@ def test_full_model_padding_invariance():
             ctc_sum += float(one.ctc) * m
     # ctc is a per-token mean: batch value = token-weighted mean of the single values
     assert float(out.ctc) == pytest.approx(ctc_sum / float(tl.sum()), rel=1e-5)
+
+
+def test_utterance_input_norm_is_padding_invariant_and_removes_a_per_utterance_offset():
+    torch.manual_seed(0)
+    cfg = _cfg()
+    cfg.input_norm = "utterance"
+    model = build_model(cfg, V, None).eval()
+    model.set_cmvn(torch.randn(F_IN), torch.rand(F_IN) + 0.5)
+    feats, lens, _, _ = _batch([50, 33, 21], [5, 3, 2])
+    feats[1, 33:] = 9.0  # padding values must not enter the utterance statistics
+    # a per-utterance, per-dimension gain and offset (a channel, a stationary noise floor
+    # in the log-mel domain) is exactly what per-utterance normalisation takes out
+    g = torch.Generator().manual_seed(3)
+    shifted = (
+        feats * (torch.rand(3, 1, F_IN, generator=g) + 0.5)
+        + torch.randn(3, 1, F_IN, generator=g) * 4
+    )
+    with torch.no_grad():
+        enc = model.encode(feats, lens)
+        enc_shifted = model.encode(shifted, lens)
+        for b in range(3):
+            n = int(lens[b])
+            one = model.encode(feats[b : b + 1, :n], lens[b : b + 1])
+            t = int(one.lens[0])
+            torch.testing.assert_close(enc.out[b, :t], one.out[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(enc_shifted.out[b, :t], one.out[0], atol=1e-4, rtol=1e-4)
+        # the global-only model sees the offset
+        cfg_global = _cfg()
+        plain = build_model(cfg_global, V, None).eval()
+        plain.load_state_dict(model.state_dict())
+        diff = (plain.encode(shifted, lens).out - plain.encode(feats, lens).out).abs().max()
+    assert float(diff) > 0.1
+
+
+def test_utterance_input_norm_is_rejected_for_streaming_models():
+    cfg = Config()
+    cfg.model.input_norm = "utterance"
+    cfg.model.streaming.enabled = True
+    with pytest.raises(ConfigError, match="model.input_norm"):
+        validate_config(cfg)
 
 
 def test_loss_terms_and_gradients():

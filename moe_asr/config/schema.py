@@ -168,6 +168,12 @@ class ModelConfig:
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     ctc_weight: float = 0.3
     lsm_weight: float = 0.1
+    # input feature normalisation: "global" = the training set's CMVN only; "utterance" =
+    # then each utterance's own mean and variance per feature dimension (over its real
+    # frames), as Kaldi's per-utterance apply-cmvn --norm-vars: stationary noise and channel
+    # shift the log-mel features of a whole utterance, which global CMVN leaves in. Needs
+    # the whole utterance, so not for streaming models.
+    input_norm: str = "global"
 
 
 @dataclass(kw_only=True)

@@ -19,6 +19,7 @@ __all__ = [
 
 # names the rest of the code accepts (kept here so that a typo fails before any work)
 _FFN = ("dense", "moe")
+_INPUT_NORM = ("global", "utterance")
 _STREAMING_CONV = ("causal", "chunk")
 _SUBSAMPLING = (4, 6, 8)
 _SCHEDULERS = ("noam", "cosine", "constant")
@@ -123,6 +124,13 @@ def _check_model(c: _Checker, cfg: Config) -> None:
     c.at_least("model.max_rel_pos", m.max_rel_pos, 1)
     c.choice("model.ffn", m.ffn, _FFN)
     c.choice("model.streaming.conv", m.streaming.conv, _STREAMING_CONV)
+    c.choice("model.input_norm", m.input_norm, _INPUT_NORM)
+    c.rule(
+        m.input_norm != "utterance" or not m.streaming.enabled,
+        "model.input_norm",
+        m.input_norm,
+        "needs the whole utterance: a streaming model (model.streaming.enabled) uses global",
+    )
     c.unit("model.ctc_weight", m.ctc_weight)
     c.unit("model.lsm_weight", m.lsm_weight, closed=False)
     d = m.decoder
