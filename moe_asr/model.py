@@ -242,16 +242,19 @@ class AsrModel(nn.Module):
         self.cmvn_mean.copy_(mean)
         self.cmvn_std.copy_(std)
 
+    def _global_cmvn(self, feats: Tensor) -> Tensor:
+        return (feats - self.cmvn_mean) / self.cmvn_std
+
     def _normalize(self, feats: Tensor, mask: Tensor) -> Tensor:
         """Global CMVN, then (``input_norm: utterance``) each utterance's own mean and
         variance per dimension over its real frames; padded frames are 0."""
-        x = (feats - self.cmvn_mean) / self.cmvn_std
-        x = x.masked_fill(~mask[..., None], 0.0)
+        pad = ~mask[..., None]
+        x = self._global_cmvn(feats).masked_fill(pad, 0.0)
         if self.cfg.input_norm != "utterance":
             return x
         count = mask.sum(1, keepdim=True).clamp_min(1)[..., None].to(x.dtype)  # (B, 1, 1)
         mean = x.sum(1, keepdim=True) / count
-        centred = (x - mean).masked_fill(~mask[..., None], 0.0)
+        centred = (x - mean).masked_fill(pad, 0.0)
         std = (centred.square().sum(1, keepdim=True) / count).sqrt()
         # a floor, so a constant dimension (digital silence) is centred, not blown up
         return centred / std.clamp_min(_UTTERANCE_STD_FLOOR)
@@ -325,7 +328,7 @@ class AsrModel(nn.Module):
         routing = routing or RoutingOptions()
         self._check_routing(routing, labels)
         self._check_chunk(chunk_frames, left_chunks)
-        x = (feats - self.cmvn_mean) / self.cmvn_std
+        x = self._global_cmvn(feats)  # streaming models normalise globally only (validation)
         label_logits: dict[str, Tensor] = {}
         group_logits: dict[int, Tensor] = {}
         route_fn = self._route_fn(routing, labels, feats, label_logits, group_logits)
