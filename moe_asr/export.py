@@ -59,12 +59,12 @@ class ExportResult:
 _FP32_MAX_DIFF = 1e-2
 
 
-def _export_moe_forward(moe: nn.Module, x: Tensor, mask: Tensor, routing=None):
+def _export_moe_forward(moe: nn.Module, x: Tensor, mask: Tensor, routing=None, chunk: int = 0):
     """Trace-friendly ``MoEFeedForward.forward`` for inference, bound to a copy's instance.
 
     x: (B, T, D), mask: (B, T) -> (y (B, T, D), RouterStats over the real frames).
     """
-    from moe_asr.nn.moe import RouterStats
+    from moe_asr.nn.moe import RouterStats, block_mean
 
     b, t, d = x.shape
     flat = x.reshape(b * t, d)
@@ -82,6 +82,8 @@ def _export_moe_forward(moe: nn.Module, x: Tensor, mask: Tensor, routing=None):
     logits = moe.router(router_in).float()  # (N, E)
     if routing is not None and routing.router_delta is not None:  # value routers
         logits = logits + moe._delta_logits(x, routing, real, False)  # own method
+    if moe.route_block > 0:  # block routing (full context: blocks of route_block frames)
+        logits = block_mean(logits, real, b, t, chunk or moe.route_block)
     if moe.fixed_group:  # a group-routed layer cut to one group (extract --group-of)
         allowed = torch.arange(moe.num_experts, device=x.device) < moe.fixed_group  # (E,)
         probs, topw, topi = moe._group_plus_free(logits, allowed, moe.fixed_free)  # own method

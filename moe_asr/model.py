@@ -122,7 +122,9 @@ class AsrModel(nn.Module):
         # the encoder builds ff1 then ff2 of each layer, layers in order: the order of the list
         sizes, fixed = iter(moe.ffn_experts), iter(moe.ffn_fixed_group)
 
-        def make_moe(d_ff: int, dropout: float, num_experts: int, group: int = 0) -> MoEFeedForward:
+        def make_moe(
+            d_ff: int, dropout: float, num_experts: int, group: int = 0, route_block: int = 0
+        ) -> MoEFeedForward:
             return MoEFeedForward(
                 cfg.d_model,
                 d_ff,
@@ -135,13 +137,16 @@ class AsrModel(nn.Module):
                 probe_diversity=moe.output_diversity_weight > 0,
                 fixed_group=group,
                 fixed_free=moe.fixed_group_free if group else 0,
+                route_block=route_block,
             )
 
         def make_ffn(i: int) -> nn.Module:
             if i not in moe_set:
                 return FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
             d_ff = moe.expert_d_ff or cfg.d_ff
-            return make_moe(d_ff, cfg.dropout, next(sizes, moe.num_experts), next(fixed, 0))
+            return make_moe(
+                d_ff, cfg.dropout, next(sizes, moe.num_experts), next(fixed, 0), moe.route_block
+            )
 
         self.register_buffer("cmvn_mean", torch.zeros(cfg.input_dim))
         self.register_buffer("cmvn_std", torch.ones(cfg.input_dim))

@@ -141,3 +141,31 @@ def test_an_fp32_export_that_differs_from_pytorch_is_refused_and_not_written(
     ):
         export_model(setup["pkg"], tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_block_routed_model_exports_its_blocks_for_any_length(tmp_path, fmt):
+    """``model.moe.route_block``: each block's frames share the choice made on their mean
+    logits; the export must recompute the blocks for a batch and time size it never saw."""
+    from moe_asr.config import Config, DataConfig, FeatureConfig, MoEConfig
+    from tests.tiny_config import tiny_model_config, untrained_package
+
+    moe = MoEConfig(num_experts=4, top_k=1, route_block=3)
+    cfg = Config(
+        model=tiny_model_config(ffn="moe", moe=moe),
+        data=DataConfig(features=FeatureConfig(num_mel_bins=40)),
+    )
+    torch.manual_seed(0)
+    pkg = load_package(untrained_package(tmp_path / "blk.pt", cfg, TEXTS))
+    suffix = {"onnx": "onnx", "torchscript": "ts"}[fmt]
+    res = export_model(pkg, tmp_path / f"blk.{suffix}", format=fmt)
+    assert res.max_abs_diff < 1e-3 and res.argmax_agreement == 1.0
+    x, lens = torch.randn(3, 157, 40), torch.tensor([157, 121, 64])
+    with torch.no_grad():
+        ref, ref_lens = _EncoderCtc(pkg.model)(x, lens)
+    if fmt == "onnx":
+        got, got_lens = _run_onnx(res.path, x, lens)
+    else:
+        got, got_lens = torch.jit.load(res.path)(x, lens)
+    assert got_lens.tolist() == ref_lens.tolist()
+    _assert_close(got, ref, ref_lens, 1e-3)

@@ -74,6 +74,19 @@ def _case(
     return run
 
 
+def _parse_config(spec: str) -> tuple[int, int, int]:
+    """ "E:K" or "E:K:bN" -> (num_experts, top_k, route_block)."""
+    parts = spec.split(":")
+    try:
+        if len(parts) not in (2, 3) or (len(parts) == 3 and not parts[2].startswith("b")):
+            raise ValueError
+        return int(parts[0]), int(parts[1]), int(parts[2][1:]) if len(parts) == 3 else 0
+    except ValueError:
+        raise SystemExit(
+            f"--configs {spec!r}: expected E:K or E:K:bN (e.g. 4:1 or 4:1:b16)"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -82,7 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--d-ff", type=int, default=576)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--configs", nargs="+", default=["4:1", "8:2"], help="num_experts:top_k pairs")
+    ap.add_argument(
+        "--configs",
+        nargs="+",
+        default=["4:1", "8:2"],
+        help="num_experts:top_k pairs; num_experts:top_k:bN = block routing over N frames "
+        "(model.moe.route_block: one expert choice per block)",
+    )
     ap.add_argument("--goal-chunk", type=float, default=1.5, help="MoE/dense goal, short inputs")
     ap.add_argument("--goal-long", type=float, default=1.25, help="MoE/dense goal, long inputs")
     ap.add_argument("--strict", action="store_true", help="exit status 1 when a goal fails")
@@ -100,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cases: dict[tuple, Callable] = {}
     for spec in args.configs:
-        e, k = (int(v) for v in spec.split(":"))
-        moe = MoEFeedForward(d, ff, e, k, dropout=0.0)
+        e, k, block = _parse_config(spec)
+        moe = MoEFeedForward(d, ff, e, k, dropout=0.0, route_block=block)
         dense = FeedForward(d, k * ff, dropout=0.0)
         for n in args.frames:
             x = torch.randn(1, n, d, requires_grad=True)
@@ -139,14 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     failed = False
     for spec in args.configs:
-        e, k = spec.split(":")
+        e, k, block = _parse_config(spec)
         for n in args.frames:
             for bwd in (False, True):
                 m = statistics.median(times[(spec, n, bwd, "moe")]) * 1e3
                 dn = statistics.median(times[(spec, n, bwd, "dense")]) * 1e3
                 sorted_times = times.get((spec, n, bwd, "sorted"))
                 so = statistics.median(sorted_times) * 1e3 if sorted_times else m
-                label = f"top{k}/{e}"
+                label = f"top{k}/{e}" + (f" b{block}" if block else "")
                 goal = args.goal_chunk if n <= CHUNK_FRAMES else args.goal_long
                 result = verdict(m / dn, goal)
                 failed |= result == "FAIL"

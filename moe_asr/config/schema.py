@@ -89,6 +89,11 @@ class MoEConfig:
     )
     capacity_factor: float = 0.0  # 0 = dropless; >0 = overflow passes through the residual
     noisy_gate_std: float = 0.0  # noisy top-k: std of gate noise in training (0 = off)
+    # block routing in the encoder: 0 = every frame routed on its own; N > 0 = the router's
+    # logits are averaged over blocks of frames, and a block's frames share its expert choice:
+    # the streaming chunk under a chunk mask (chunk-by-chunk decoding: one choice per chunk,
+    # so a chunk reads k experts' weights, not nearly all), else blocks of N frames
+    route_block: int = 0
     num_shared_experts: int = 0
     balance_weight: float = 0.01  # Switch load-balance loss
     z_loss_weight: float = 0.001  # router z-loss

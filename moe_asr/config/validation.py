@@ -163,6 +163,7 @@ def _check_model(c: _Checker, cfg: Config) -> None:
     c.at_least("model.moe.expert_d_ff", e.expert_d_ff, 0)
     c.at_least("model.moe.capacity_factor", e.capacity_factor, 0)
     c.at_least("model.moe.noisy_gate_std", e.noisy_gate_std, 0)
+    c.at_least("model.moe.route_block", e.route_block, 0)
     c.at_least("model.moe.num_shared_experts", e.num_shared_experts, 0)
     c.at_least("model.moe.fixed_group_free", e.fixed_group_free, 0)
     for name in ("balance_weight", "z_loss_weight", "importance_cv_weight"):

@@ -225,18 +225,25 @@ class ConformerLayer(nn.Module):
 
     @staticmethod
     def _ff(
-        ff: nn.Module, x: Tensor, mask: Tensor, routing: MoERouting | None
+        ff: nn.Module, x: Tensor, mask: Tensor, routing: MoERouting | None, chunk: int
     ) -> tuple[Tensor, RouterStats | None]:
         if isinstance(ff, MoEFeedForward):
-            return ff(x, mask, routing)
+            return ff(x, mask, routing, chunk)
         return ff(x), None
 
     def _half(
-        self, half: int, x: Tensor, mask: Tensor, routing: MoERouting | None, stats: list
+        self,
+        half: int,
+        x: Tensor,
+        mask: Tensor,
+        routing: MoERouting | None,
+        stats: list,
+        chunk: int = 0,
     ) -> Tensor:
-        """x + 0.5 * feed-forward half ``half`` (0 = first macaron half); appends its stats."""
+        """x + 0.5 * feed-forward half ``half`` (0 = first macaron half); appends its stats.
+        ``chunk``: the chunk mask's size (0 = full context), the blocks of block routing."""
         ff, norm = (self.ff1, self.norm_ff1) if half == 0 else (self.ff2, self.norm_ff2)
-        h, s = self._ff(ff, norm(x), mask, routing.for_half(half) if routing else None)
+        h, s = self._ff(ff, norm(x), mask, routing.for_half(half) if routing else None, chunk)
         if s is not None:
             s.half = half
             stats.append(s)
@@ -251,10 +258,10 @@ class ConformerLayer(nn.Module):
         chunk: int = 0,
     ) -> tuple[Tensor, list[RouterStats]]:
         stats: list[RouterStats] = []
-        x = self._half(0, x, mask, routing, stats)
+        x = self._half(0, x, mask, routing, stats, chunk)
         x = x + self.dropout(self.attn(self.norm_attn(x), bias))
         x = x + self.dropout(self.conv(self.norm_conv(x), mask, chunk))
-        x = self._half(1, x, mask, routing, stats)
+        x = self._half(1, x, mask, routing, stats, chunk)
         return self.norm_out(x), stats
 
     def forward_chunk(
@@ -271,12 +278,13 @@ class ConformerLayer(nn.Module):
         """
         stats: list[RouterStats] = []
         mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        x = self._half(0, x, mask, routing, stats)
+        chunk = x.shape[1]  # one call is one chunk (and one routing block)
+        x = self._half(0, x, mask, routing, stats, chunk)
         a, kv = self.attn.forward_cached(self.norm_attn(x), bias, cache.attn)
         x = x + self.dropout(a)
         c, conv_cache = self.conv.forward_chunk(self.norm_conv(x), cache.conv)
         x = x + self.dropout(c)
-        x = self._half(1, x, mask, routing, stats)
+        x = self._half(1, x, mask, routing, stats, chunk)
         if history >= 0:
             kv = kv[:, :, :, max(0, kv.shape[3] - history) :]
         return self.norm_out(x), LayerCache(attn=kv, conv=conv_cache), stats

@@ -34,6 +34,7 @@ __all__ = [
     "MoERouting",
     "MoEFeedForward",
     "expert_groups",
+    "block_mean",
     "load_balance_loss",
     "router_z_loss",
     "importance_cv2",
@@ -138,6 +139,13 @@ class MoEFeedForward(nn.Module):
     ``fixed_group`` > 0 (a group-routed layer cut to one group by ``moe-asr extract``): the
     first ``top_k - fixed_free`` choices are made among experts ``0..fixed_group-1``, the last
     ``fixed_free`` among the remaining experts, as ``MoERouting(allowed, free)`` routes.
+
+    ``route_block`` > 0 (block routing): the router logits are averaged over the real frames
+    of each block, and every frame of a block takes the block's choices and weights. Blocks
+    are the streaming chunks when the caller passes ``chunk`` (the chunk mask's size; one
+    call of chunk-by-chunk encoding is one block), else ``route_block`` frames from each
+    utterance's start. At a streaming chunk a frame-routed layer reads nearly every expert's
+    weights (per-frame choices spread over all of them), a block-routed one only top_k's.
     """
 
     def __init__(
@@ -154,6 +162,7 @@ class MoEFeedForward(nn.Module):
         probe_diversity: bool = False,
         fixed_group: int = 0,
         fixed_free: int = 0,
+        route_block: int = 0,
     ) -> None:
         super().__init__()
         if not 1 <= top_k <= num_experts:
@@ -166,6 +175,7 @@ class MoEFeedForward(nn.Module):
         self.capacity_factor = capacity_factor
         self.noisy_gate_std = noisy_gate_std
         self.probe_diversity = probe_diversity
+        self.route_block = route_block
         self.router = nn.Linear(d_model, num_experts, bias=False)
         self.experts = nn.ModuleList(
             FeedForward(d_model, d_ff, dropout) for _ in range(num_experts)
@@ -175,9 +185,11 @@ class MoEFeedForward(nn.Module):
         )
 
     def forward(
-        self, x: Tensor, mask: Tensor, routing: MoERouting | None = None
+        self, x: Tensor, mask: Tensor, routing: MoERouting | None = None, chunk: int = 0
     ) -> tuple[Tensor, RouterStats]:
-        """x: (B, T, D), mask: (B, T) True = real -> y (B, T, D) (zeros at padding), stats."""
+        """x: (B, T, D), mask: (B, T) True = real -> y (B, T, D) (zeros at padding), stats.
+        ``chunk``: the chunk mask's chunk size (0 = full context): the routing blocks of a
+        block-routed layer."""
         b, t, d = x.shape
         flat = x.reshape(b * t, d)
         real = mask.reshape(-1).nonzero().squeeze(1)  # (N,)
@@ -191,6 +203,8 @@ class MoEFeedForward(nn.Module):
         logits = self.router(router_in).float()  # (N, E)
         if routing is not None and routing.router_delta is not None:
             logits = logits + self._delta_logits(x, routing, real, all_real)
+        if self.route_block > 0:
+            logits = block_mean(logits, real, b, t, chunk or self.route_block)
         sel = logits
         if self.training and self.noisy_gate_std > 0:
             sel = sel + torch.randn_like(sel) * self.noisy_gate_std
@@ -384,6 +398,18 @@ def _check_fixed_group(group: int, free: int, num_experts: int, top_k: int) -> N
             f"fixed_group={group}, fixed_free={free}: need 0 < fixed_free < top_k={top_k} "
             f"and top_k - fixed_free <= fixed_group <= num_experts={num_experts}"
         )
+
+
+def block_mean(logits: Tensor, real: Tensor, b: int, t: int, block: int) -> Tensor:
+    """(N, E) logits of the real frames ``real`` (flat indices into (B, T)) -> each frame's
+    mean over the real frames of its block (frames ``block`` apart from the utterance start)."""
+    key = real - (real % t) % block  # (N,) flat index of each frame's block start
+    # scatter_add, not index_add: ONNX exports index_add as a scatter that drops repeats
+    ones = logits.new_ones(key.shape[0], 1)
+    both = torch.cat([logits, ones], 1)  # (N, E + 1): sums and counts in one scatter
+    sums = both.new_zeros(b * t, both.shape[1]).scatter_add(0, key[:, None].expand_as(both), both)
+    mean = sums[:, :-1] / sums[:, -1:].clamp_min(1)
+    return mean.index_select(0, key)
 
 
 def _unflatten(values: Tensor, real: Tensor, b: int, t: int) -> Tensor:
