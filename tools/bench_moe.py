@@ -13,6 +13,8 @@ chunk in RESULTS.md, and ``--goal-long`` (1.25x) above, the training-step target
 layer's lean dispatch (``MoEFeedForward._dispatch_inference``); the "sorted" column times the
 inference rows through the training's sort-and-split dispatch without autograd
 (``moe_asr.nn.moe.LEAN_INFERENCE`` off; the fwd+bwd rows take that path anyway).
+``--configs 4:1:b16``: a block-routed layer (``model.moe.route_block`` 16: one choice per
+16-frame block), timed beside the frame-routed ``4:1`` rows.
 
 Cache state: at the defaults the dense layer's weights take 0.66 MB and the four experts of
 top-1/4 2.65 MB (fp32); at a streaming chunk a chunk's frames use nearly every expert, and much
