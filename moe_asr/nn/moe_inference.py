@@ -20,7 +20,11 @@ against 33 us for 16 rows on one thread, and MKL runs GEMMs of <= 4 rows on one 
 thread count (an expert FFN of 4 rows: 29 us at 1 or 2 threads; dense 16 rows: 67 us at 1, 44
 at 2); weights prepacked for MKL (``mkl._mkl_linear``) or oneDNN (``mkldnn._linear_pointwise``)
 make 4-row GEMMs no faster (15 us), only 16-row ones (oneDNN 23.5 us): per-expert GEMM
-efficiency, not dispatch, sets the floor.
+efficiency, not dispatch, sets the floor. 2026-12-07 (same VM, 1 thread): ``torch.compile``
+(inductor, max-autotune with its C++ GEMM template, frozen weights) of one expert pair: 27 us
+at 4 rows vs 31-40 us eager (run-to-run noise as large), 79 vs 79-84 us at 16 rows; the
+autotuner itself picked oneDNN over its template at 16 rows (28 vs 34 us). Block routing
+(``route_block``) is the way around the floor: a chunk then reads top_k experts, not all.
 """
 
 from __future__ import annotations
