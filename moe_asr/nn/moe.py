@@ -203,8 +203,15 @@ class MoEFeedForward(nn.Module):
         logits = self.router(router_in).float()  # (N, E)
         if routing is not None and routing.router_delta is not None:
             logits = logits + self._delta_logits(x, routing, real, all_real)
+        one_block = False  # each utterance one routing block (a streaming chunk)
         if self.route_block > 0:
-            logits = block_mean(logits, real, b, t, chunk or self.route_block)
+            size = chunk or self.route_block
+            one_block = all_real and t <= size
+            if one_block:  # the general mean's scatter, in one reduction
+                logits = logits.view(b, t, -1).mean(1, keepdim=True).expand(b, t, -1)
+                logits = logits.reshape(b * t, -1)
+            else:
+                logits = block_mean(logits, real, b, t, size)
         sel = logits
         if self.training and self.noisy_gate_std > 0:
             sel = sel + torch.randn_like(sel) * self.noisy_gate_std
@@ -229,7 +236,9 @@ class MoEFeedForward(nn.Module):
             topw = topw / topw.sum(-1, keepdim=True).clamp_min(1e-9)
 
         lean = self._inference_weights(xr)
-        if lean is not None:  # inference: routed + shared experts
+        if lean is not None and one_block and b == 1:  # one stream's chunk: no dispatch
+            y = moe_inference.one_block(xr, topi[0], topw[0].to(xr.dtype), lean, self.num_experts)
+        elif lean is not None:  # inference: routed + shared experts
             y = self._dispatch_inference(xr, topi, topw.to(xr.dtype), lean)
         else:
             y = self._dispatch(xr, topi, topw.to(xr.dtype))

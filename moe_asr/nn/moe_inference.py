@@ -130,3 +130,18 @@ def dispatch(
     for w1, b1, w2, b2 in ws[num_experts:]:  # shared experts, every frame
         y += torch.addmm(b2, F.silu(torch.addmm(b1, x, w1), inplace=True), w2)
     return y
+
+
+def one_block(
+    x: Tensor, idx: Tensor, weight: Tensor, ws: list[ExpertWeights], num_experts: int
+) -> Tensor:
+    """``dispatch`` when every frame of x (N, D) takes the same choices idx / weight (k,)
+    (block routing, one block): each chosen expert on all rows, no sorting or scattering."""
+    y = None
+    for e, w in zip(idx.tolist(), weight.unbind(), strict=True):
+        w1, b1, w2, b2 = ws[e]
+        out = torch.addmm(b2, F.silu(torch.addmm(b1, x, w1), inplace=True), w2)
+        y = out.mul_(w) if y is None else y.add_(out.mul_(w))
+    for w1, b1, w2, b2 in ws[num_experts:]:  # shared experts
+        y += torch.addmm(b2, F.silu(torch.addmm(b1, x, w1), inplace=True), w2)
+    return y
