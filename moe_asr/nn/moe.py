@@ -236,7 +236,10 @@ class MoEFeedForward(nn.Module):
             topw = topw / topw.sum(-1, keepdim=True).clamp_min(1e-9)
 
         lean = self._inference_weights(xr)
-        if lean is not None and one_block and b == 1:  # one stream's chunk: no dispatch
+        per_frame_groups = routing is not None and (
+            routing.allowed is not None and routing.allowed.dim() == 3
+        )  # frames of one block may then take different experts
+        if lean is not None and one_block and b == 1 and not per_frame_groups:  # no dispatch
             y = moe_inference.one_block(xr, topi[0], topw[0].to(xr.dtype), lean, self.num_experts)
         elif lean is not None:  # inference: routed + shared experts
             y = self._dispatch_inference(xr, topi, topw.to(xr.dtype), lean)

@@ -10,7 +10,7 @@ import torch
 
 from moe_asr.config import ConfigError, config_from_dict, validate_config
 from moe_asr.model import build_model
-from moe_asr.nn.moe import MoEFeedForward
+from moe_asr.nn.moe import MoEFeedForward, MoERouting
 
 D, FF = 8, 16
 
@@ -127,9 +127,12 @@ def test_full_context_routes_blocks_of_route_block_frames_and_negative_is_refuse
         validate_config(config_from_dict({"model": {"ffn": "moe", "moe": {"route_block": -1}}}))
 
 
-@pytest.mark.parametrize(("top_k", "shared", "b"), [(1, 0, 1), (2, 1, 1), (3, 0, 1), (2, 0, 2)])
+@pytest.mark.parametrize(
+    ("top_k", "shared", "b", "frame_groups"),
+    [(1, 0, 1, False), (2, 1, 1, False), (3, 0, 1, False), (2, 0, 2, False), (1, 0, 1, True)],
+)
 def test_one_block_inference_equals_the_sorted_dispatch_and_the_general_block_mean(
-    top_k, shared, b, monkeypatch
+    top_k, shared, b, frame_groups, monkeypatch
 ):
     """A streaming chunk (all frames real, no longer than the block) takes the one-block
     paths: its mean in one reduction and, for one stream, each chosen expert on all rows."""
@@ -138,13 +141,20 @@ def test_one_block_inference_equals_the_sorted_dispatch_and_the_general_block_me
     torch.manual_seed(0)
     layer = MoEFeedForward(D, FF, 4, top_k, num_shared_experts=shared, route_block=16).eval()
     x, mask = torch.randn(b, 9, D), torch.ones(b, 9, dtype=torch.bool)
+    routing = pad_routing = None
+    if frame_groups:  # per-frame expert groups: frames of one block may differ
+        allowed = torch.zeros(b, 11, 4, dtype=torch.bool)
+        allowed[:, 0::2, :2] = True
+        allowed[:, 1::2, 2:] = True
+        routing, pad_routing = MoERouting(allowed=allowed[:, :9]), MoERouting(allowed=allowed)
     with torch.no_grad():
-        y, stats = layer(x, mask, chunk=9)
+        y, stats = layer(x, mask, routing, chunk=9)
         monkeypatch.setattr(moe_module, "LEAN_INFERENCE", False)
-        y_sorted, _ = layer(x, mask, chunk=9)
+        y_sorted, _ = layer(x, mask, routing, chunk=9)
         # the general path: padding makes the block mean go through its scatter
         pad = torch.cat([x, torch.randn(b, 2, D)], 1)
-        y_general, s_general = layer(pad, torch.cat([mask, torch.zeros(b, 2, dtype=torch.bool)], 1))
+        pad_mask = torch.cat([mask, torch.zeros(b, 2, dtype=torch.bool)], 1)
+        y_general, s_general = layer(pad, pad_mask, pad_routing)
     torch.testing.assert_close(y, y_sorted, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(y, y_general[:, :9], atol=1e-6, rtol=1e-6)
     assert torch.equal(stats.topk_idx, s_general.topk_idx[:, :9])
