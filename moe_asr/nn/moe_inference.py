@@ -119,17 +119,15 @@ def dispatch(
     tokens = order if k == 1 else order.div(k, rounding_mode="floor")
     xs = x.index_select(0, tokens)  # (A, D), contiguous per expert
     ys = torch.empty_like(xs)
-    for (w1, b1, w2, b2), xe, ye in zip(ws, xs.split(counts), ys.split(counts)):
+    for w, xe, ye in zip(ws, xs.split(counts), ys.split(counts)):
         if xe.shape[0]:  # routed experts only: zip stops at the E chunks
-            torch.addmm(b2, F.silu(torch.addmm(b1, xe, w1), inplace=True), w2, out=ye)
+            _expert(xe, w, out=ye)
     if k == 1:  # a permutation of the frames: copy back, then weight in frame order
         y = torch.empty_like(x).index_copy_(0, tokens, ys).mul_(weight)
     else:
         ys.mul_(weight.reshape(-1, 1).index_select(0, order))
         y = torch.zeros_like(x).index_add_(0, tokens, ys)
-    for w1, b1, w2, b2 in ws[num_experts:]:  # shared experts, every frame
-        y += torch.addmm(b2, F.silu(torch.addmm(b1, x, w1), inplace=True), w2)
-    return y
+    return _add_shared(y, x, ws[num_experts:])
 
 
 def one_block(
@@ -139,9 +137,19 @@ def one_block(
     (block routing, one block): each chosen expert on all rows, no sorting or scattering."""
     y = None
     for e, w in zip(idx.tolist(), weight.unbind(), strict=True):
-        w1, b1, w2, b2 = ws[e]
-        out = torch.addmm(b2, F.silu(torch.addmm(b1, x, w1), inplace=True), w2)
-        y = out.mul_(w) if y is None else y.add_(out.mul_(w))
-    for w1, b1, w2, b2 in ws[num_experts:]:  # shared experts
-        y += torch.addmm(b2, F.silu(torch.addmm(b1, x, w1), inplace=True), w2)
+        out = _expert(x, ws[e]).mul_(w)
+        y = out if y is None else y.add_(out)
+    return _add_shared(y, x, ws[num_experts:])
+
+
+def _expert(x: Tensor, w: ExpertWeights, out: Tensor | None = None) -> Tensor:
+    """One expert FFN on the rows of x (N, D), written into ``out`` when given."""
+    h = F.silu(torch.addmm(w.b1, x, w.w1), inplace=True)
+    return torch.addmm(w.b2, h, w.w2) if out is None else torch.addmm(w.b2, h, w.w2, out=out)
+
+
+def _add_shared(y: Tensor, x: Tensor, shared: list[ExpertWeights]) -> Tensor:
+    """y plus every shared expert on all rows of x, in place."""
+    for w in shared:
+        y += _expert(x, w)
     return y

@@ -8,9 +8,16 @@ import copy
 import pytest
 import torch
 
-from moe_asr.config import ConfigError, config_from_dict, validate_config
+from moe_asr.config import (
+    ConfigError,
+    MoEConfig,
+    StreamingConfig,
+    config_from_dict,
+    validate_config,
+)
 from moe_asr.model import build_model
 from moe_asr.nn.moe import MoEFeedForward, MoERouting
+from tests.tiny_config import tiny_model_config
 
 D, FF = 8, 16
 
@@ -71,27 +78,11 @@ def test_block_routing_is_padding_invariant_and_trains_the_router():
 
 
 def _streaming_model(route_block: int):
-    cfg = config_from_dict(
-        {
-            "model": {
-                "input_dim": 20,
-                "d_model": 16,
-                "num_heads": 2,
-                "num_layers": 2,
-                "d_ff": 32,
-                "conv_kernel": 5,
-                "dropout": 0.0,
-                "subsampling_channels": 4,
-                "max_rel_pos": 6,
-                "ffn": "moe",
-                "moe": {"num_experts": 4, "top_k": 1, "route_block": route_block},
-                "decoder": {"num_layers": 1, "num_heads": 2, "d_ff": 16, "dropout": 0.0},
-                "streaming": {"enabled": True, "conv": "chunk"},
-            }
-        }
-    )
+    moe = MoEConfig(num_experts=4, top_k=1, route_block=route_block)
+    cfg = tiny_model_config(moe=moe, input_dim=20)
+    cfg.streaming = StreamingConfig(enabled=True, conv="chunk")
     torch.manual_seed(0)
-    return build_model(cfg.model, 8, None).eval()
+    return build_model(cfg, 8, None).eval()
 
 
 @pytest.mark.parametrize("chunk", [3, 4])
