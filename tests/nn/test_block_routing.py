@@ -16,14 +16,12 @@ from moe_asr.config import (
     validate_config,
 )
 from moe_asr.model import build_model
+from moe_asr.nn.conformer import lengths_to_mask
 from moe_asr.nn.moe import MoEFeedForward, MoERouting
+from tests.stream_encode import encode_in_chunks
 from tests.tiny_config import tiny_model_config
 
 D, FF = 8, 16
-
-
-def _mask(lens, t):
-    return torch.arange(t)[None] < torch.tensor(lens)[:, None]
 
 
 def _layers(top_k=1, block=4):
@@ -44,7 +42,7 @@ def _blocks_of(lens, t, block):
 def test_frames_of_a_block_share_the_choice_made_on_their_mean_logits(top_k, block, chunk):
     frame, blocked = _layers(top_k, block)
     lens, t = [11, 7, 2], 11
-    x, mask = torch.randn(3, t, D), _mask(lens, t)
+    x, mask = torch.randn(3, t, D), lengths_to_mask(torch.tensor(lens), t)
     with torch.no_grad():
         _, per_frame = frame(x, mask)
         y, stats = blocked(x, mask, chunk=chunk)
@@ -66,10 +64,10 @@ def test_frames_of_a_block_share_the_choice_made_on_their_mean_logits(top_k, blo
 
 def test_block_routing_is_padding_invariant_and_trains_the_router():
     _, blocked = _layers(1, 4)
-    x, mask = torch.randn(2, 9, D), _mask([9, 6], 9)
+    x, mask = torch.randn(2, 9, D), lengths_to_mask(torch.tensor([9, 6]), 9)
     with torch.no_grad():
         batched, _ = blocked(x, mask)
-        alone, _ = blocked(x[1:, :6], _mask([6], 6))
+        alone, _ = blocked(x[1:, :6], lengths_to_mask(torch.tensor([6]), 6))
     torch.testing.assert_close(batched[1, :6], alone[0], atol=1e-6, rtol=1e-6)
     blocked.train()
     y, _ = blocked(x, mask)
@@ -89,19 +87,13 @@ def _streaming_model(route_block: int):
 def test_chunk_by_chunk_block_routing_equals_the_chunk_masked_forward_one_choice_per_chunk(chunk):
     model = _streaming_model(route_block=16)
     feats = torch.randn(1, 150, 20)  # a short last chunk
-    front = model.encoder.frontend
     with torch.no_grad():
         full = model.encode(feats, torch.tensor([150]), chunk_frames=chunk)
-        cache, outs, pos = model.init_stream(), [], 0
-        while pos < feats.shape[1]:
-            step = front.factor * chunk + (front.context_frames if pos == 0 else 0)
-            enc, cache = model.encode_chunk(feats[:, pos : pos + step], cache, chunk_frames=chunk)
-            pos += step
-            outs.append(enc.out)
-            for s in enc.router_stats:  # every feed-forward of every layer: one expert per chunk
-                assert s.topk_idx.unique().numel() == 1
-    streamed = torch.cat(outs, 1)
-    torch.testing.assert_close(streamed, full.out, atol=1e-4, rtol=1e-4)
+        streamed = encode_in_chunks(model, feats, chunk)
+    for enc in streamed.chunks:  # every feed-forward of every layer: one expert per chunk
+        for s in enc.router_stats:
+            assert s.topk_idx.unique().numel() == 1
+    torch.testing.assert_close(streamed.out, full.out, atol=1e-4, rtol=1e-4)
     for s in full.router_stats:  # the masked full forward routes per chunk too
         idx = s.topk_idx[0, :, 0]
         for start in range(0, idx.numel(), chunk):

@@ -14,6 +14,7 @@ from moe_asr.model import RoutingOptions, build_model
 from moe_asr.nn.attention import RelPositionBias
 from moe_asr.nn.conformer import ConvModule
 from moe_asr.nn.streaming import chunk_mask, draw_chunk
+from tests.stream_encode import encode_in_chunks
 
 F_IN = 20
 VOCAB = 8
@@ -60,28 +61,6 @@ def _model(
     return model.eval()
 
 
-def _stream(model, feats, chunk, left, routing=None):
-    """Encode (1, T, F) chunk by chunk; returns outputs (1, T', D) and every cache's shapes."""
-    front = model.encoder.frontend
-    cache = model.init_stream()
-    outs, shapes = [], []
-    pos = 0
-    first = front.context_frames + front.factor * chunk
-    while pos < feats.shape[1]:
-        step = first if pos == 0 else front.factor * chunk
-        enc, cache = model.encode_chunk(
-            feats[:, pos : pos + step],
-            cache,
-            chunk_frames=chunk,
-            left_chunks=left,
-            routing=routing,
-        )
-        pos += step
-        outs.append(enc.out)
-        shapes.append(cache.shapes())
-    return torch.cat(outs, 1), shapes
-
-
 @pytest.mark.parametrize(
     ("ffn", "guided", "subsampling", "chunk", "left", "conv"),
     [
@@ -114,7 +93,7 @@ def test_chunk_by_chunk_with_caches_equals_full_forward_with_chunk_mask(
                 chunk_frames=chunk,
                 left_chunks=left,
             ).out
-            streamed, _ = _stream(model, feats, chunk, left, routing)
+            streamed = encode_in_chunks(model, feats, chunk, left, routing).out
         assert streamed.shape == full.shape
         torch.testing.assert_close(streamed, full, atol=1e-4, rtol=1e-4)
 
@@ -188,7 +167,7 @@ def test_cache_shapes_stop_growing_after_left_chunks():
     model = _model("moe")
     feats = torch.randn(1, 6000, F_IN)  # 60 s of 10 ms frames
     chunk, left = 4, 2
-    _, shapes = _stream(model, feats, chunk, left)
+    shapes = encode_in_chunks(model, feats, chunk, left).cache_shapes
     assert len(shapes) > 300
     # after left_chunks chunks the attention cache holds exactly left * chunk frames
     steady = shapes[left]
