@@ -145,7 +145,7 @@ def one_block(
 def _expert(x: Tensor, w: ExpertWeights, out: Tensor | None = None) -> Tensor:
     """One expert FFN on the rows of x (N, D), written into ``out`` when given."""
     h = F.silu(torch.addmm(w.b1, x, w.w1), inplace=True)
-    return torch.addmm(w.b2, h, w.w2) if out is None else torch.addmm(w.b2, h, w.w2, out=out)
+    return torch.addmm(w.b2, h, w.w2, out=out)  # out=None: a new tensor
 
 
 def _add_shared(y: Tensor, x: Tensor, shared: list[ExpertWeights]) -> Tensor:
