@@ -40,6 +40,7 @@ from moe_asr.model_spec import (
     model_moe_layers,
     moe_layer_indices,
 )
+from moe_asr.nn.clean_target import CleanFeatureHead, keep_layer_input
 from moe_asr.nn.conformer import ConformerEncoder, lengths_to_mask
 from moe_asr.nn.decoder import TransformerDecoder
 from moe_asr.nn.guidance import LabelGuidance
@@ -80,6 +81,8 @@ class EncoderOutput:
     router_stats: list[RouterStats]
     label_logits: dict[str, Tensor]
     group_logits: dict[int, Tensor] = field(default_factory=dict)
+    # (B, T', D) states after model.clean_target.layer layers (training with that head only)
+    clean_states: Tensor | None = None
 
 
 @dataclass
@@ -93,6 +96,7 @@ class ModelOutput:
     z_loss: Tensor
     diversity: Tensor
     label_loss: Tensor
+    clean_target: Tensor
     router_stats: list[RouterStats]
     label_logits: dict[str, Tensor]
     # what the losses were computed on (dual mode: the full-context pass), e.g. for dev CER
@@ -103,7 +107,17 @@ class ModelOutput:
 # per-utterance std floor of ``input_norm: utterance`` (features after global CMVN have std
 # about 1; a near-constant dimension is centred, not amplified)
 _UTTERANCE_STD_FLOOR = 0.1
-_LOSS_FIELDS = ("loss", "ctc", "att", "moe_balance", "z_loss", "diversity", "label_loss")
+# the scalar losses of ModelOutput (what training logs and sums)
+LOSS_FIELDS = (
+    "loss",
+    "ctc",
+    "att",
+    "moe_balance",
+    "z_loss",
+    "diversity",
+    "label_loss",
+    "clean_target",
+)
 
 
 class AsrModel(nn.Module):
@@ -187,6 +201,10 @@ class AsrModel(nn.Module):
             self.guidance = LabelGuidance(
                 cfg.d_model, moe, self.moe_layers, cfg.num_layers, label_vocab
             )
+        # built last, so that a model without it initialises exactly as before
+        self.clean_head: CleanFeatureHead | None = None
+        if cfg.clean_target.weight > 0:
+            self.clean_head = CleanFeatureHead(cfg.d_model, cfg.input_dim, cfg.subsampling)
 
     @property
     def is_moe(self) -> bool:
@@ -299,6 +317,10 @@ class AsrModel(nn.Module):
         label_logits: dict[str, Tensor] = {}
         group_logits: dict[int, Tensor] = {}
         route_fn = self._route_fn(routing, labels, feats, label_logits, group_logits)
+        kept: list[Tensor] = []
+        keep = self.clean_head is not None and self.training
+        if keep:
+            route_fn = keep_layer_input(route_fn, self.cfg.clean_target.layer, kept)
         out, lens, stats = self.encoder(
             x, feat_lens, route_fn, chunk=chunk_frames, left_chunks=left_chunks
         )
@@ -308,6 +330,7 @@ class AsrModel(nn.Module):
             router_stats=stats,
             label_logits=label_logits,
             group_logits=group_logits,
+            clean_states=(kept[0] if kept else out) if keep else None,
         )
 
     def init_stream(self, batch: int = 1) -> EncoderCache:
@@ -386,13 +409,15 @@ class AsrModel(nn.Module):
         labels: dict[str, Tensor] | None = None,
         routing: RoutingOptions | None = None,
         step: int | None = None,
+        clean_feats: Tensor | None = None,
     ) -> ModelOutput:
         """feats (B, T, F), feat_lens (B,), tokens (B, L) padded with -1, token_lens (B,);
         ``step``: the training step, for the label-loss schedule and the start of the
         streaming chunk draws (None: no schedule). A streaming model in training encodes with
         a chunk drawn per batch; with ``model.streaming.dual_mode`` also with full context,
         and the output is the mean of the two passes (its routing and encoder output are the
-        full-context pass's)."""
+        full-context pass's). ``clean_feats`` (B, T, F): the raw fbank of the audio before
+        the augmentation's reverberation and noise, the target of ``model.clean_target``."""
         self._check_tokens(tokens, token_lens)
         outs = [
             self._pass_output(
@@ -401,12 +426,13 @@ class AsrModel(nn.Module):
                 token_lens,
                 labels,
                 step,
+                (clean_feats, feat_lens),
             )
             for c, k in self._training_chunks(feat_lens, step)
         ]
         if len(outs) == 1:
             return outs[0]
-        mean = {f: sum(getattr(o, f) for o in outs) / len(outs) for f in _LOSS_FIELDS}
+        mean = {f: sum(getattr(o, f) for o in outs) / len(outs) for f in LOSS_FIELDS}
         return replace(outs[0], **mean)
 
     def _training_chunks(self, feat_lens: Tensor, step: int | None) -> list[tuple[int, int]]:
@@ -425,6 +451,7 @@ class AsrModel(nn.Module):
         token_lens: Tensor,
         labels: dict[str, Tensor] | None,
         step: int | None,
+        clean: tuple[Tensor | None, Tensor],
     ) -> ModelOutput:
         zero = enc.out.new_zeros((), dtype=torch.float32)
         w = self.cfg.ctc_weight
@@ -433,7 +460,8 @@ class AsrModel(nn.Module):
         att = self._att_loss(enc, tokens, token_lens, dec_stats) if w < 1 else zero
         balance, z, diversity = self._moe_losses(enc.router_stats + dec_stats, zero)
         label_loss = self._label_loss(enc, labels, zero, step)
-        loss = w * ctc + (1 - w) * att + balance + z + diversity + label_loss
+        clean_target = self._clean_target_loss(enc, *clean, zero)
+        loss = w * ctc + (1 - w) * att + balance + z + diversity + label_loss + clean_target
         return ModelOutput(
             loss=loss,
             ctc=ctc,
@@ -442,6 +470,7 @@ class AsrModel(nn.Module):
             z_loss=z,
             diversity=diversity,
             label_loss=label_loss,
+            clean_target=clean_target,
             router_stats=enc.router_stats,
             label_logits=enc.label_logits,
             encoder=enc,
@@ -507,6 +536,15 @@ class AsrModel(nn.Module):
         return self.guidance.label_loss(
             enc.router_stats, enc.label_logits, enc.group_logits, labels, mask, zero, step
         )
+
+    def _clean_target_loss(
+        self, enc: EncoderOutput, clean_feats: Tensor | None, feat_lens: Tensor, zero: Tensor
+    ) -> Tensor:
+        if self.clean_head is None or clean_feats is None or enc.clean_states is None:
+            return zero
+        target = self._global_cmvn(clean_feats)
+        err = self.clean_head.loss(enc.clean_states, enc.lens, target, feat_lens)
+        return self.cfg.clean_target.weight * err
 
     # ------------------------------------------------------------------ checks
     def _check_routing(self, routing: RoutingOptions, labels: dict[str, Tensor] | None) -> None:

@@ -17,6 +17,7 @@ from moe_asr.config.loading import (
 )
 from moe_asr.config.schema import (
     AugmentConfig,
+    CleanTargetConfig,
     Config,
     ConfigError,
     DataConfig,
@@ -44,6 +45,7 @@ __all__ = [
     "GuidanceConfig",
     "DecoderConfig",
     "StreamingConfig",
+    "CleanTargetConfig",
     "ModelConfig",
     "FeatureConfig",
     "AugmentConfig",

@@ -12,6 +12,7 @@ __all__ = [
     "GuidanceConfig",
     "DecoderConfig",
     "StreamingConfig",
+    "CleanTargetConfig",
     "ModelConfig",
     "FeatureConfig",
     "AugmentConfig",
@@ -153,6 +154,19 @@ class StreamingConfig:
 
 
 @dataclass(kw_only=True)
+class CleanTargetConfig:
+    """Clean-feature reconstruction, a denoising auxiliary loss for noise robustness: a linear
+    head reads the encoder states after ``layer`` layers and predicts the log-mel frames
+    (global CMVN) of the training utterance before the augmentation's reverberation and noise
+    (each encoder frame the ``model.subsampling`` input frames it starts at); the L1 error is
+    added to the loss with ``weight``. Training only (the head is unused in decoding); an
+    utterance the augmentation left alone is its own target. 0 = off."""
+
+    weight: float = 0.0
+    layer: int = 2
+
+
+@dataclass(kw_only=True)
 class ModelConfig:
     input_dim: int = 80
     d_model: int = 144
@@ -179,6 +193,7 @@ class ModelConfig:
     # shift the log-mel features of a whole utterance, which global CMVN leaves in. Needs
     # the whole utterance, so not for streaming models.
     input_norm: str = "global"
+    clean_target: CleanTargetConfig = field(default_factory=CleanTargetConfig)
 
 
 @dataclass(kw_only=True)

@@ -131,6 +131,22 @@ def _check_model(c: _Checker, cfg: Config) -> None:
         m.input_norm,
         "needs the whole utterance: a streaming model (model.streaming.enabled) uses global",
     )
+    c.at_least("model.clean_target.weight", m.clean_target.weight, 0)
+    c.rule(
+        m.clean_target.weight == 0 or 1 <= m.clean_target.layer <= m.num_layers,
+        "model.clean_target.layer",
+        m.clean_target.layer,
+        f"must be in 1..model.num_layers={m.num_layers} (encoder layers before the head)",
+    )
+    aug = cfg.data.augment
+    c.rule(
+        m.clean_target.weight == 0
+        or (not cfg.data.features.precomputed and max(aug.noise_prob, aug.reverb_prob) > 0),
+        "model.clean_target.weight",
+        m.clean_target.weight,
+        "needs noise or reverberation added in training (data.augment.noise_prob or "
+        "reverb_prob > 0, features from the audio): the clean target is the audio before them",
+    )
     c.unit("model.ctc_weight", m.ctc_weight)
     c.unit("model.lsm_weight", m.lsm_weight, closed=False)
     d = m.decoder

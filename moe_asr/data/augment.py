@@ -307,11 +307,23 @@ class Augmenter:
     ) -> tuple[Tensor, Condition]:
         """(N,) -> ((N',) signal, its Condition): ``base`` (the data's condition, default
         clean and dry) with what was applied here."""
+        return self.corrupt(self.perturb_speed(wav, rng), rng, base)
+
+    def perturb_speed(self, wav: Tensor, rng: np.random.Generator) -> Tensor:
+        """(N,) -> (N',): the first step of ``apply`` (a factor drawn when configured)."""
+        if not self.cfg.speed_perturb:
+            return wav
+        factor = float(rng.choice(self.cfg.speed_perturb))
+        return speed_perturb(wav, self.sample_rate, factor)
+
+    def corrupt(
+        self, wav: Tensor, rng: np.random.Generator, base: Condition | None = None
+    ) -> tuple[Tensor, Condition]:
+        """(N,) -> ((N,) signal, its Condition): the rest of ``apply``, reverberation then
+        noise, each drawn with its probability; the length is kept, so features of ``wav``
+        (the dry, clean signal) align frame by frame with those of the result."""
         cond = base or Condition()
         cfg = self.cfg
-        if cfg.speed_perturb:
-            factor = float(rng.choice(cfg.speed_perturb))
-            wav = speed_perturb(wav, self.sample_rate, factor)
         changed = False
         if cfg.reverb_prob > 0 and rng.random() < cfg.reverb_prob:
             rir, rt60 = self._rir(rng)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -95,12 +95,14 @@ class UtteranceError(UserError):
 
 @dataclass
 class Example:
-    """One loaded utterance: feats (T, F) float32, tokens (L,) long, labels name -> id."""
+    """One loaded utterance: feats (T, F) float32, tokens (L,) long, labels name -> id;
+    clean (T, F): fbank of the audio before reverberation and noise (``clean_targets``)."""
 
     utt_id: str
     feats: Tensor
     tokens: Tensor
     labels: dict[str, int]
+    clean: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,8 @@ class Batch:
 
     utt_ids: B ids; feats (B, T, F) float32 zero-padded; feat_lens (B,) long;
     tokens (B, L) long padded with -1; token_lens (B,) long; labels name -> (B,) long
-    (0 = unk); skipped: utterances of this batch dropped because their audio failed.
+    (0 = unk); skipped: utterances of this batch dropped because their audio failed;
+    clean_feats (B, T, F): the items' ``clean`` fbank, zero-padded (None: not loaded).
     B may be 0 when every utterance of the batch failed: skip such a batch.
     """
 
@@ -133,6 +136,7 @@ class Batch:
     labels: dict[str, Tensor] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     skip_details: list[str] = field(default_factory=list)  # "utterance U (path): cause"
+    clean_feats: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.utt_ids)
@@ -150,6 +154,7 @@ class Batch:
             labels={k: mv(v) for k, v in self.labels.items()},
             skipped=list(self.skipped),
             skip_details=list(self.skip_details),
+            clean_feats=None if self.clean_feats is None else mv(self.clean_feats),
         )
 
 
@@ -168,9 +173,12 @@ class Collator:
         l_max = max((x.tokens.numel() for x in good), default=0)
         feats = torch.zeros(b, t_max, self.num_mel_bins)
         tokens = torch.full((b, l_max), -1, dtype=torch.long)
+        clean = torch.zeros_like(feats) if any(x.clean is not None for x in good) else None
         for i, x in enumerate(good):
             feats[i, : x.feats.shape[0]] = x.feats
             tokens[i, : x.tokens.numel()] = x.tokens
+            if clean is not None:
+                clean[i, : x.feats.shape[0]] = x.feats if x.clean is None else x.clean
         return Batch(
             utt_ids=[x.utt_id for x in good],
             feats=feats,
@@ -183,6 +191,7 @@ class Collator:
             },
             skipped=[x.utt_id for x in bad],
             skip_details=[str(x) for x in bad],
+            clean_feats=clean,
         )
 
 
@@ -210,6 +219,8 @@ class AsrDataset(Dataset):
     augmented reproducibly from (``seed``, epoch, utterance); the loader sets the epoch
     and, unless ``seed`` is given here, the seed from its sampler. With
     ``data_cfg.features.precomputed`` features come from ``cache`` (a ``FeatureCache``).
+    ``clean_targets`` (training, waveform augmentation): each item also carries the fbank of
+    its audio before the augmentation's reverberation and noise (``model.clean_target``).
     """
 
     def __init__(
@@ -221,6 +232,7 @@ class AsrDataset(Dataset):
         train: bool,
         *,
         seed: int | None = None,
+        clean_targets: bool = False,
     ):
         self.dd = datadir if isinstance(datadir, DataDir) else load_datadir(datadir)
         self.path = self.dd.path
@@ -239,6 +251,12 @@ class AsrDataset(Dataset):
             if train
             else None
         )
+        if clean_targets and (self.augmenter is None or self.cache is not None):
+            raise DatasetError(
+                f"{self.path or 'data dir'}: clean-feature targets (model.clean_target) need "
+                "training with waveform augmentation from the audio, not precomputed features"
+            )
+        self.clean_targets = clean_targets
         # label names taken from the utterance's condition (augmentation or data dir)
         self.condition_labels = condition_label_names(self.label_vocab.names, data_cfg.augment)
         self.skipped: list[Skipped] = []
@@ -382,8 +400,9 @@ class AsrDataset(Dataset):
         if self.augmenter is not None:
             key = zlib.crc32(utt.encode("utf-8"))
             rng = np.random.default_rng([self.seed, self.epoch, key])
+        clean = None
         if self.cache is None:
-            feats, cond = self._fbank(utt, rng, cond)
+            feats, cond, clean = self._fbank(utt, rng, cond)
         else:
             feats = self._cached(utt, rng)
         if self.augmenter is not None:
@@ -394,26 +413,33 @@ class AsrDataset(Dataset):
             applied = cond.labels(self.cfg.augment.snr_buckets)
             values.update({n: applied[n] for n in self.condition_labels})
         labels = {name: self.label_vocab.index(name, v) for name, v in values.items()}
-        return Example(utt, feats, torch.tensor(ids, dtype=torch.long), labels)
+        return Example(utt, feats, torch.tensor(ids, dtype=torch.long), labels, clean)
 
     def _fbank(
         self, utt: str, rng: np.random.Generator | None, cond: Condition | None
-    ) -> tuple[Tensor, Condition | None]:
-        """(T, F) fbank of the (waveform-augmented) audio, and the condition applied."""
+    ) -> tuple[Tensor, Condition | None, Tensor | None]:
+        """(T, F) fbank of the (waveform-augmented) audio, the condition applied, and with
+        ``clean_targets`` the (T, F) fbank of the audio before reverberation and noise (no
+        dither; None when neither was applied)."""
         path, start, end = self.dd.audio_of(utt)
         fcfg = self.cfg.features
         try:
             wav = torch.from_numpy(load_audio(path, fcfg.sample_rate, start, end))
         except AudioError as e:
             raise UtteranceError(utt, path, e.cause) from e
+        dry = None
         if self.augmenter is not None:
-            wav, cond = self.augmenter.apply(wav, rng, cond)
+            wav = dry = self.augmenter.perturb_speed(wav, rng)
+            wav, cond = self.augmenter.corrupt(wav, rng, cond)
         try:
+            clean = None
+            if self.clean_targets and wav is not dry:
+                clean = compute_fbank(dry, replace(fcfg, dither=0.0))
             if fcfg.dither > 0 and rng is not None:
                 with torch.random.fork_rng(devices=[]):  # reproducible dither
                     torch.manual_seed(int(rng.integers(0, 2**62)))
-                    return compute_fbank(wav, fcfg), cond
-            return compute_fbank(wav, fcfg), cond
+                    return compute_fbank(wav, fcfg), cond, clean
+            return compute_fbank(wav, fcfg), cond, clean
         except FeatureError as e:
             raise UtteranceError(utt, path, str(e)) from e
 

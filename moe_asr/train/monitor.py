@@ -22,11 +22,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from moe_asr.model import LOSS_FIELDS
 from moe_asr.progress import progress_bar
 
 __all__ = ["TrainLogger", "LossTotals", "routing_summary", "LOSS_TERMS"]
 
-LOSS_TERMS = ("loss", "ctc", "att", "moe_balance", "z_loss", "diversity", "label_loss")
+LOSS_TERMS = LOSS_FIELDS
 
 
 def routing_summary(router_stats: list) -> list[dict]:

@@ -193,7 +193,15 @@ def _build(setup: TrainSetup, rank: int, world: int, device: torch.device):
     if label_vocab is None and guide:
         label_vocab = build_label_vocab(train_dd, guide, cfg.data.augment)
     seed = cfg.train.seed
-    train_ds = AsrDataset(train_dd, tokenizer, label_vocab, cfg.data, train=True, seed=seed)
+    train_ds = AsrDataset(
+        train_dd,
+        tokenizer,
+        label_vocab,
+        cfg.data,
+        train=True,
+        seed=seed,
+        clean_targets=cfg.model.clean_target.weight > 0,
+    )
     dev_ds = AsrDataset(setup.dev_data, tokenizer, label_vocab, cfg.data, train=False, seed=seed)
     sampler = make_sampler(train_ds, shuffle=True, seed=seed, rank=rank, world_size=world)
     dev_sampler = make_sampler(dev_ds, shuffle=False, seed=seed, rank=rank, world_size=world)
@@ -369,6 +377,7 @@ def _train(
                         batch.token_lens,
                         batch.labels,
                         step=state["step"],  # label-loss schedule
+                        clean_feats=batch.clean_feats,
                     )
                 finite = _all_true(bool(torch.isfinite(out.loss).item()), device)
                 if finite:

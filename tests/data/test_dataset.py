@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from moe_asr.audio import load_audio
 from moe_asr.config import AugmentConfig, DataConfig, TokenizerConfig
 from moe_asr.data.datadir import DataDir, Segment, load_datadir, write_datadir
 from moe_asr.data.dataset import (
@@ -20,6 +22,7 @@ from moe_asr.data.dataset import (
     make_loader,
     make_sampler,
 )
+from moe_asr.data.features import compute_fbank
 from moe_asr.data.sampler import BatchingError, batch_cost
 from moe_asr.data.tokenizer import train_tokenizer
 from moe_asr.errors import UserError
@@ -363,3 +366,34 @@ def test_condition_labels_of_unaugmented_data_come_from_the_data_dir(tmp_path):
 def test_augmentation_label_without_augmentation_or_file_is_named(datadir):
     with pytest.raises(UserError, match="no utt2snr file .*data.augment.noise_prob > 0"):
         build_label_vocab(datadir, ["snr"], AugmentConfig())
+
+
+def test_clean_targets_are_the_audio_before_noise_and_reverberation(datadir):
+    cfg = _noise_cfg(noise_prob=0.5, reverb_prob=0.5, speed_perturb=[0.9, 1.0, 1.1])
+    vocab = build_label_vocab(datadir, ["noise"], cfg.augment)
+    ds = AsrDataset(datadir, None, vocab, cfg, train=True, seed=0, clean_targets=True)
+    plain = AsrDataset(datadir, None, vocab, cfg, train=True, seed=0)
+    kinds = set()
+    for utt in ds.utt_ids:
+        ex, same = ds[utt], plain[utt]
+        assert torch.equal(ex.feats, same.feats), "the targets must not change the draws"
+        if ex.clean is None:  # neither noise nor a room drawn: the input is its own target
+            continue
+        kinds.add(vocab.value("noise", ex.labels["noise"]))
+        assert ex.clean.shape == ex.feats.shape and not torch.equal(ex.clean, ex.feats)
+        # the target is the speed-perturbed audio alone: redo its draw and compare
+        rng = np.random.default_rng([0, 0, zlib.crc32(utt.encode())])
+        wav = torch.from_numpy(load_audio(ds.dd.wav_scp[utt], SR))
+        dry = ds.augmenter.perturb_speed(wav, rng)
+        assert torch.equal(ex.clean, compute_fbank(dry, cfg.features))
+    assert kinds >= {"white", "babble"}
+    batch = ds.collator()([ds[u] for u in ds.utt_ids[:6]])
+    assert batch.clean_feats is not None and batch.clean_feats.shape == batch.feats.shape
+    for i, utt in enumerate(batch.utt_ids):
+        ex, n = ds[utt], int(batch.feat_lens[i])
+        want = ex.feats if ex.clean is None else ex.clean
+        assert torch.equal(batch.clean_feats[i, :n], want)
+        assert not batch.clean_feats[i, n:].any()
+    assert plain.collator()([plain[u] for u in plain.utt_ids[:3]]).clean_feats is None
+    with pytest.raises(UserError, match="clean-feature targets"):
+        AsrDataset(datadir, None, vocab, cfg, train=False, clean_targets=True)

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from moe_asr.nn.moe import RouterStats
 from moe_asr.progress import LineProgress, progress_bar
-from moe_asr.train.monitor import TrainLogger, routing_summary
+from moe_asr.train.monitor import LOSS_TERMS, TrainLogger, routing_summary
 
 
 def _stats(layer: int, half: int, expert: int) -> RouterStats:
@@ -26,8 +26,7 @@ def _stats(layer: int, half: int, expert: int) -> RouterStats:
 
 def _out(stats):
     z = torch.tensor(0.0)
-    names = ("loss", "ctc", "att", "moe_balance", "z_loss", "diversity", "label_loss")
-    return SimpleNamespace(**{k: z + 1 for k in names}, router_stats=stats)
+    return SimpleNamespace(**{k: z + 1 for k in LOSS_TERMS}, router_stats=stats)
 
 
 def test_macaron_halves_are_separate_series_and_epochs_use_the_global_step(tmp_path):
