@@ -96,7 +96,8 @@ class UtteranceError(UserError):
 @dataclass
 class Example:
     """One loaded utterance: feats (T, F) float32, tokens (L,) long, labels name -> id;
-    clean (T, F): fbank of the audio before reverberation and noise (``clean_targets``)."""
+    clean (T, F): fbank of the audio before reverberation and noise (``clean_targets``; the
+    item's own feats before SpecAugment when neither was applied)."""
 
     utt_id: str
     feats: Tensor
@@ -403,6 +404,8 @@ class AsrDataset(Dataset):
         clean = None
         if self.cache is None:
             feats, cond, clean = self._fbank(utt, rng, cond)
+            if self.clean_targets and clean is None:  # left alone: its own target
+                clean = feats
         else:
             feats = self._cached(utt, rng)
         if self.augmenter is not None:

@@ -370,29 +370,31 @@ def test_augmentation_label_without_augmentation_or_file_is_named(datadir):
 
 def test_clean_targets_are_the_audio_before_noise_and_reverberation(datadir):
     cfg = _noise_cfg(noise_prob=0.5, reverb_prob=0.5, speed_perturb=[0.9, 1.0, 1.1])
-    vocab = build_label_vocab(datadir, ["noise"], cfg.augment)
+    vocab = build_label_vocab(datadir, ["noise", "reverb"], cfg.augment)
     ds = AsrDataset(datadir, None, vocab, cfg, train=True, seed=0, clean_targets=True)
     plain = AsrDataset(datadir, None, vocab, cfg, train=True, seed=0)
     kinds = set()
     for utt in ds.utt_ids:
         ex, same = ds[utt], plain[utt]
         assert torch.equal(ex.feats, same.feats), "the targets must not change the draws"
-        if ex.clean is None:  # neither noise nor a room drawn: the input is its own target
+        assert same.clean is None
+        noise, room = (vocab.value(n, ex.labels[n]) for n in ("noise", "reverb"))
+        if (noise, room) == ("clean", "dry"):  # left alone: the input is its own target
+            assert torch.equal(ex.clean, ex.feats)
             continue
-        kinds.add(vocab.value("noise", ex.labels["noise"]))
+        kinds.add(noise if noise != "clean" else room)
         assert ex.clean.shape == ex.feats.shape and not torch.equal(ex.clean, ex.feats)
         # the target is the speed-perturbed audio alone: redo its draw and compare
         rng = np.random.default_rng([0, 0, zlib.crc32(utt.encode())])
         wav = torch.from_numpy(load_audio(ds.dd.wav_scp[utt], SR))
         dry = ds.augmenter.perturb_speed(wav, rng)
         assert torch.equal(ex.clean, compute_fbank(dry, cfg.features))
-    assert kinds >= {"white", "babble"}
+    assert kinds >= {"white", "babble", "reverb"}
     batch = ds.collator()([ds[u] for u in ds.utt_ids[:6]])
     assert batch.clean_feats is not None and batch.clean_feats.shape == batch.feats.shape
     for i, utt in enumerate(batch.utt_ids):
         ex, n = ds[utt], int(batch.feat_lens[i])
-        want = ex.feats if ex.clean is None else ex.clean
-        assert torch.equal(batch.clean_feats[i, :n], want)
+        assert torch.equal(batch.clean_feats[i, :n], ex.clean)
         assert not batch.clean_feats[i, n:].any()
     assert plain.collator()([plain[u] for u in plain.utt_ids[:3]]).clean_feats is None
     with pytest.raises(UserError, match="clean-feature targets"):
