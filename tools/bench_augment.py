@@ -19,6 +19,10 @@ Rounds are interleaved (each round times both variants, the order reversed on al
 rounds; every round is a new epoch, so new draws). Per variant: median and IQR of the step
 and of its data part (ms). Ratio: per-round paired augmented / plain (median [IQR]), checked
 against the 1.05 target (exit status 1 on FAIL only with ``--strict``).
+
+``--clean-target W`` adds a third variant, ``clean_target``: the augmented one with
+``model.clean_target.weight=W`` (the second fbank of each corrupted utterance and the
+reconstruction head), reported as its own paired ratio to ``augmented`` (no target).
 """
 
 from __future__ import annotations
@@ -93,7 +97,15 @@ class _Variant:
         self.name = name
         guide = guidance_labels(cfg.model)
         vocab = build_label_vocab(datadir, guide, cfg.data.augment) if guide else None
-        self.dataset = AsrDataset(datadir, None, vocab, cfg.data, train=True, seed=seed)
+        self.dataset = AsrDataset(
+            datadir,
+            None,
+            vocab,
+            cfg.data,
+            train=True,
+            seed=seed,
+            clean_targets=cfg.model.clean_target.weight > 0,
+        )
         torch.manual_seed(seed)
         self.model = build_model(cfg.model, _VOCAB, vocab)
         self.model.train()
@@ -110,7 +122,9 @@ class _Variant:
         batch = self.collate([self.dataset[u] for u in self.dataset.utt_ids])
         loaded = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.model(batch.feats, batch.feat_lens, *self.tokens, batch.labels)
+        out = self.model(
+            batch.feats, batch.feat_lens, *self.tokens, batch.labels, clean_feats=batch.clean_feats
+        )
         out.loss.backward()
         if self.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
@@ -137,6 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         help="override of the augmented variant only (repeatable; default: the worst case "
         + " ".join(_WORST_CASE)
         + ")",
+    )
+    ap.add_argument(
+        "--clean-target",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="also time the augmented variant with model.clean_target.weight=W (0: not)",
     )
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--repeats", type=int, default=12, help="timed rounds")
@@ -181,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
             _Variant("plain", plain, datadir, args.seed),
             _Variant("augmented", augmented, datadir, args.seed),
         ]
+        if args.clean_target > 0:
+            target = apply_overrides(augmented, [f"model.clean_target.weight={args.clean_target}"])
+            variants.append(_Variant("clean_target", target, datadir, args.seed))
         started = time.perf_counter()
         for r in range(args.warmup + args.repeats):
             for v in variants if r % 2 == 0 else variants[::-1]:
@@ -191,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {v.name: {"step": _stats(v.steps), "data": _stats(v.data)} for v in variants}
     for name, s in summary.items():
         print(
-            f"{name:<10} step {s['step']['median_ms']:8.1f} ms (IQR {s['step']['iqr_ms']:.1f}); "
+            f"{name:<12} step {s['step']['median_ms']:8.1f} ms (IQR {s['step']['iqr_ms']:.1f}); "
             f"data part {s['data']['median_ms']:7.1f} ms (IQR {s['data']['iqr_ms']:.1f})"
         )
     ratios = [b / a for a, b in zip(variants[0].steps, variants[1].steps)]
@@ -202,12 +226,27 @@ def main(argv: list[str] | None = None) -> int:
         f"augmented / plain step: {med:.3f}x [IQR {q[0]:.3f}-{q[2]:.3f}] (paired, per round); "
         f"target <= {_TARGET:.2f}x: {result}"
     )
+    extra = {}
+    if len(variants) > 2:
+        paired = [c / b for b, c in zip(variants[1].steps, variants[2].steps)]
+        cq = statistics.quantiles(paired, n=4) if len(paired) > 1 else [paired[0]] * 3
+        extra["clean_target_ratio_median"] = statistics.median(paired)
+        print(
+            f"clean_target / augmented step: {statistics.median(paired):.3f}x "
+            f"[IQR {cq[0]:.3f}-{cq[2]:.3f}] (paired, per round)"
+        )
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"timed in {wall:.0f} s; load average at the end {load}")
     if args.out:
         with atomic_open(args.out, "w") as f:
             json.dump(
-                {"command": command, "summary": summary, "ratio_median": med, "result": result},
+                {
+                    "command": command,
+                    "summary": summary,
+                    "ratio_median": med,
+                    "result": result,
+                    **extra,
+                },
                 f,
                 indent=1,
             )
