@@ -203,7 +203,7 @@ class AsrModel(nn.Module):
             )
         # built last, so that a model without it initialises exactly as before
         self.clean_head: CleanFeatureHead | None = None
-        if cfg.clean_target.weight > 0:
+        if cfg.clean_target.enabled:
             self.clean_head = CleanFeatureHead(cfg.d_model, cfg.input_dim, cfg.subsampling)
 
     @property

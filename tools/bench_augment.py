@@ -97,14 +97,9 @@ class _Variant:
         self.name = name
         guide = guidance_labels(cfg.model)
         vocab = build_label_vocab(datadir, guide, cfg.data.augment) if guide else None
+        clean = cfg.model.clean_target.enabled
         self.dataset = AsrDataset(
-            datadir,
-            None,
-            vocab,
-            cfg.data,
-            train=True,
-            seed=seed,
-            clean_targets=cfg.model.clean_target.weight > 0,
+            datadir, None, vocab, cfg.data, train=True, seed=seed, clean_targets=clean
         )
         torch.manual_seed(seed)
         self.model = build_model(cfg.model, _VOCAB, vocab)
@@ -133,6 +128,14 @@ class _Variant:
         end = time.perf_counter()
         self.steps.append(end - start)
         self.data.append(loaded - start)
+
+
+def _paired(base: list[float], other: list[float]) -> tuple[float, float, float]:
+    """Median, first and third quartile of the per-round ratios other / base."""
+    ratios = [b / a for a, b in zip(base, other)]
+    med = statistics.median(ratios)
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [med] * 3
+    return med, q[0], q[2]
 
 
 def _stats(xs: list[float]) -> dict[str, float]:
@@ -218,22 +221,19 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<12} step {s['step']['median_ms']:8.1f} ms (IQR {s['step']['iqr_ms']:.1f}); "
             f"data part {s['data']['median_ms']:7.1f} ms (IQR {s['data']['iqr_ms']:.1f})"
         )
-    ratios = [b / a for a, b in zip(variants[0].steps, variants[1].steps)]
-    med = statistics.median(ratios)
-    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [med] * 3
+    med, q1, q3 = _paired(variants[0].steps, variants[1].steps)
     result = "PASS" if med <= _TARGET else "FAIL"
     print(
-        f"augmented / plain step: {med:.3f}x [IQR {q[0]:.3f}-{q[2]:.3f}] (paired, per round); "
+        f"augmented / plain step: {med:.3f}x [IQR {q1:.3f}-{q3:.3f}] (paired, per round); "
         f"target <= {_TARGET:.2f}x: {result}"
     )
     extra = {}
     if len(variants) > 2:
-        paired = [c / b for b, c in zip(variants[1].steps, variants[2].steps)]
-        cq = statistics.quantiles(paired, n=4) if len(paired) > 1 else [paired[0]] * 3
-        extra["clean_target_ratio_median"] = statistics.median(paired)
+        c_med, c1, c3 = _paired(variants[1].steps, variants[2].steps)
+        extra["clean_target_ratio_median"] = c_med
         print(
-            f"clean_target / augmented step: {statistics.median(paired):.3f}x "
-            f"[IQR {cq[0]:.3f}-{cq[2]:.3f}] (paired, per round)"
+            f"clean_target / augmented step: {c_med:.3f}x [IQR {c1:.3f}-{c3:.3f}] "
+            "(paired, per round)"
         )
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"timed in {wall:.0f} s; load average at the end {load}")

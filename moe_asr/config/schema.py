@@ -165,6 +165,11 @@ class CleanTargetConfig:
     weight: float = 0.0
     layer: int = 2
 
+    @property
+    def enabled(self) -> bool:
+        """The head is built and the training data carries clean targets."""
+        return self.weight > 0
+
 
 @dataclass(kw_only=True)
 class ModelConfig:

@@ -133,14 +133,14 @@ def _check_model(c: _Checker, cfg: Config) -> None:
     )
     c.at_least("model.clean_target.weight", m.clean_target.weight, 0)
     c.rule(
-        m.clean_target.weight == 0 or 1 <= m.clean_target.layer <= m.num_layers,
+        not m.clean_target.enabled or 1 <= m.clean_target.layer <= m.num_layers,
         "model.clean_target.layer",
         m.clean_target.layer,
         f"must be in 1..model.num_layers={m.num_layers} (encoder layers before the head)",
     )
     aug = cfg.data.augment
     c.rule(
-        m.clean_target.weight == 0
+        not m.clean_target.enabled
         or (not cfg.data.features.precomputed and max(aug.noise_prob, aug.reverb_prob) > 0),
         "model.clean_target.weight",
         m.clean_target.weight,

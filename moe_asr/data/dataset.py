@@ -179,7 +179,7 @@ class Collator:
             feats[i, : x.feats.shape[0]] = x.feats
             tokens[i, : x.tokens.numel()] = x.tokens
             if clean is not None:
-                clean[i, : x.feats.shape[0]] = x.feats if x.clean is None else x.clean
+                clean[i, : x.feats.shape[0]] = x.clean  # the dataset gives all items one
         return Batch(
             utt_ids=[x.utt_id for x in good],
             feats=feats,

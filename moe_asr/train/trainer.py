@@ -193,14 +193,9 @@ def _build(setup: TrainSetup, rank: int, world: int, device: torch.device):
     if label_vocab is None and guide:
         label_vocab = build_label_vocab(train_dd, guide, cfg.data.augment)
     seed = cfg.train.seed
+    clean = cfg.model.clean_target.enabled
     train_ds = AsrDataset(
-        train_dd,
-        tokenizer,
-        label_vocab,
-        cfg.data,
-        train=True,
-        seed=seed,
-        clean_targets=cfg.model.clean_target.weight > 0,
+        train_dd, tokenizer, label_vocab, cfg.data, train=True, seed=seed, clean_targets=clean
     )
     dev_ds = AsrDataset(setup.dev_data, tokenizer, label_vocab, cfg.data, train=False, seed=seed)
     sampler = make_sampler(train_ds, shuffle=True, seed=seed, rank=rank, world_size=world)
