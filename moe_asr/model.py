@@ -1,12 +1,9 @@
-"""AsrModel: global CMVN, MoE Conformer encoder, CTC head, attention decoder, all losses.
+"""AsrModel: global CMVN, MoE Conformer encoder, CTC head, attention decoder and its losses.
 
 Token ids: blank = 0, unk = 1, sos = eos = vocab_size - 1; ``tokens`` are padded with -1.
 Labels (``{"accent": LongTensor (B,)}``) use the ``LabelVocab`` ids, 0 = unk.
 
-Losses (``ModelOutput``): ``loss = ctc_weight * ctc + (1 - ctc_weight) * att + moe_balance
-+ z_loss + diversity + label_loss``; the last four are already multiplied by their
-coefficients (zero when unused). ``ctc`` is summed over the batch and divided by the
-number of target tokens; ``att`` is the label-smoothed cross-entropy per token.
+Losses (``ModelOutput``, ``LOSS_FIELDS``): the functions of ``moe_asr.model_losses``.
 
 Label guidance of the routers (any ``utt2<label>``: accent, noise, ...), forcing labels,
 masking experts and label probabilities are owned by ``moe_asr.nn.guidance.LabelGuidance``;
@@ -27,12 +24,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from moe_asr.config import ModelConfig
 from moe_asr.data.labels import LabelVocab
 from moe_asr.errors import UserError
+from moe_asr.model_losses import (
+    LOSS_FIELDS,
+    attention_loss,
+    check_tokens,
+    ctc_loss,
+    decoder_targets,
+    router_losses,
+)
 from moe_asr.model_params import ParamRow, parameter_summary
 from moe_asr.model_spec import (
     check_model_config,
@@ -44,14 +48,7 @@ from moe_asr.nn.clean_target import CleanFeatureHead, keep_layer_input
 from moe_asr.nn.conformer import ConformerEncoder, lengths_to_mask
 from moe_asr.nn.decoder import TransformerDecoder
 from moe_asr.nn.guidance import LabelGuidance
-from moe_asr.nn.moe import (
-    FeedForward,
-    MoEFeedForward,
-    RouterStats,
-    importance_cv2,
-    load_balance_loss,
-    router_z_loss,
-)
+from moe_asr.nn.moe import FeedForward, MoEFeedForward, RouterStats
 from moe_asr.nn.routing import LabelProbs, RoutingOptions
 from moe_asr.nn.streaming import EncoderCache, conv_mode, draw_chunk, history_frames
 
@@ -60,6 +57,7 @@ __all__ = [
     "LabelProbs",
     "EncoderOutput",
     "ModelOutput",
+    "LOSS_FIELDS",
     "AsrModel",
     "build_model",
     "moe_layer_indices",
@@ -107,17 +105,6 @@ class ModelOutput:
 # per-utterance std floor of ``input_norm: utterance`` (features after global CMVN have std
 # about 1; a near-constant dimension is centred, not amplified)
 _UTTERANCE_STD_FLOOR = 0.1
-# the scalar losses of ModelOutput (what training logs and sums)
-LOSS_FIELDS = (
-    "loss",
-    "ctc",
-    "att",
-    "moe_balance",
-    "z_loss",
-    "diversity",
-    "label_loss",
-    "clean_target",
-)
 
 
 class AsrModel(nn.Module):
@@ -418,7 +405,7 @@ class AsrModel(nn.Module):
         and the output is the mean of the two passes (its routing and encoder output are the
         full-context pass's). ``clean_feats`` (B, T, F): the raw fbank of the audio before
         the augmentation's reverberation and noise, the target of ``model.clean_target``."""
-        self._check_tokens(tokens, token_lens)
+        check_tokens(tokens, token_lens, self.vocab_size)
         outs = [
             self._pass_output(
                 self.encode(feats, feat_lens, routing, labels, chunk_frames=c, left_chunks=k),
@@ -455,10 +442,16 @@ class AsrModel(nn.Module):
     ) -> ModelOutput:
         zero = enc.out.new_zeros((), dtype=torch.float32)
         w = self.cfg.ctc_weight
-        ctc = self._ctc_loss(enc, tokens, token_lens) if w > 0 else zero
+        ctc = zero
+        if w > 0:
+            ctc = ctc_loss(self.ctc_log_probs(enc), enc.lens, tokens, token_lens, self.blank)
         dec_stats: list[RouterStats] = []  # decoder MoE (model.decoder.ffn = moe)
-        att = self._att_loss(enc, tokens, token_lens, dec_stats) if w < 1 else zero
-        balance, z, diversity = self._moe_losses(enc.router_stats + dec_stats, zero)
+        att = zero
+        if w < 1:
+            ys_in, ys_out = decoder_targets(tokens, token_lens, self.sos, self.eos)
+            logits = self.decoder(enc.out, enc.lens, ys_in, token_lens + 1, dec_stats)
+            att = attention_loss(logits, ys_out, self.cfg.lsm_weight)
+        balance, z, diversity = router_losses(self.cfg.moe, enc.router_stats + dec_stats, zero)
         label_loss = self._label_loss(enc, labels, zero, step)
         clean_target = self._clean_target_loss(enc, *clean, zero)
         loss = w * ctc + (1 - w) * att + balance + z + diversity + label_loss + clean_target
@@ -475,57 +468,6 @@ class AsrModel(nn.Module):
             label_logits=enc.label_logits,
             encoder=enc,
         )
-
-    def _ctc_loss(self, enc: EncoderOutput, tokens: Tensor, token_lens: Tensor) -> Tensor:
-        log_probs = self.ctc_log_probs(enc.out).transpose(0, 1)  # (T', B, V)
-        loss = F.ctc_loss(
-            log_probs,
-            tokens.clamp_min(0),
-            enc.lens,
-            token_lens,
-            blank=self.blank,
-            reduction="sum",
-            zero_infinity=True,
-        )
-        return loss / token_lens.sum().clamp_min(1)
-
-    def _att_loss(
-        self,
-        enc: EncoderOutput,
-        tokens: Tensor,
-        token_lens: Tensor,
-        stats: list[RouterStats] | None = None,
-    ) -> Tensor:
-        b, length = tokens.shape
-        pad = torch.arange(length, device=tokens.device)[None] >= token_lens[:, None]
-        sos = tokens.new_full((b, 1), self.sos)
-        ys_in = torch.cat([sos, tokens.masked_fill(pad, self.eos)], 1)  # (B, L+1)
-        ys_out = torch.cat([tokens.masked_fill(pad, -1), tokens.new_full((b, 1), -1)], 1)
-        ys_out[torch.arange(b, device=tokens.device), token_lens] = self.eos
-        logits = self.decoder(enc.out, enc.lens, ys_in, token_lens + 1, stats)  # (B, L+1, V)
-        return F.cross_entropy(
-            logits.float().reshape(-1, self.vocab_size),
-            ys_out.reshape(-1),
-            ignore_index=-1,
-            label_smoothing=self.cfg.lsm_weight,
-        )
-
-    def _moe_losses(self, stats: list[RouterStats], zero: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        if not stats:
-            return zero, zero, zero
-        moe = self.cfg.moe
-        n = len(stats)
-        balance = z = diversity = zero
-        if moe.balance_weight > 0:
-            balance = moe.balance_weight * sum(load_balance_loss(s) for s in stats) / n
-        if moe.z_loss_weight > 0:
-            z = moe.z_loss_weight * sum(router_z_loss(s) for s in stats) / n
-        if moe.importance_cv_weight > 0:
-            diversity = moe.importance_cv_weight * sum(importance_cv2(s) for s in stats) / n
-        sims = [s.output_similarity for s in stats if s.output_similarity is not None]
-        if moe.output_diversity_weight > 0 and sims:
-            diversity = diversity + moe.output_diversity_weight * sum(sims) / len(sims)
-        return balance, z, diversity
 
     def _label_loss(
         self, enc: EncoderOutput, labels: dict[str, Tensor] | None, zero: Tensor, step: int | None
@@ -565,17 +507,6 @@ class AsrModel(nn.Module):
         """Expert counts of the MoE feed-forwards of encoder layer ``layer`` (ff1, ff2)."""
         halves = (self.encoder.layers[layer].ff1, self.encoder.layers[layer].ff2)
         return [m.num_experts for m in halves if isinstance(m, MoEFeedForward)]
-
-    def _check_tokens(self, tokens: Tensor, token_lens: Tensor) -> None:
-        if tokens.shape[0] != token_lens.shape[0]:
-            raise UserError(f"tokens has {tokens.shape[0]} rows, token_lens {token_lens.shape[0]}")
-        mask = lengths_to_mask(token_lens, tokens.shape[1])
-        real = tokens[mask]
-        if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.vocab_size):
-            raise UserError(
-                f"token ids must be in 0..{self.vocab_size - 1}; the tokenizer and the model's "
-                "vocab_size disagree"
-            )
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, label_vocab: LabelVocab | None) -> AsrModel:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from moe_asr.model import LOSS_FIELDS
+from moe_asr.model_losses import LOSS_FIELDS
 from moe_asr.progress import progress_bar
 
 __all__ = ["TrainLogger", "LossTotals", "routing_summary", "LOSS_TERMS"]

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from moe_asr.config import CleanTargetConfig, Config, ConfigError, validate_config
-from moe_asr.model import LOSS_FIELDS, build_model
+from moe_asr.model import build_model
+from moe_asr.model_losses import LOSS_FIELDS
 from moe_asr.nn.clean_target import CleanFeatureHead
 from tests.tiny_config import tiny_model_config
 
