@@ -14,6 +14,7 @@ from moe_asr.model_losses import (
     decoder_targets,
     router_losses,
 )
+from moe_asr.nn.moe import RouterStats, importance_cv2, load_balance_loss, router_z_loss
 
 
 def test_decoder_targets_shift_by_sos_and_end_with_eos():
@@ -44,9 +45,32 @@ def test_ctc_loss_is_per_target_token_and_matches_the_single_path_case():
     assert loss.item() == pytest.approx(-2 * math.log(0.8) / 2, rel=1e-5)
 
 
-def test_router_losses_are_zero_without_stats_or_weights():
+def _stats(seed: int, similarity: float) -> RouterStats:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, 5, 4, generator=g)
+    probs = logits.softmax(-1)
+    weight, idx = probs.topk(1, dim=-1)
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    return RouterStats(probs, logits, idx, weight, mask, output_similarity=torch.tensor(similarity))
+
+
+def test_router_losses_average_each_term_over_layers_times_its_weight():
     zero = torch.zeros(())
+    stats = [_stats(0, 0.2), _stats(1, 0.4)]
     assert router_losses(MoEConfig(), [], zero) == (zero, zero, zero)
+    off = MoEConfig(balance_weight=0, z_loss_weight=0, importance_cv_weight=0)
+    assert router_losses(off, stats, zero) == (zero, zero, zero)
+    moe = MoEConfig(
+        balance_weight=0.01,
+        z_loss_weight=0.001,
+        importance_cv_weight=0.1,
+        output_diversity_weight=0.5,
+    )
+    balance, z, diversity = router_losses(moe, stats, zero)
+    mean = lambda f: (f(stats[0]) + f(stats[1])) / 2  # noqa: E731
+    torch.testing.assert_close(balance, 0.01 * mean(load_balance_loss))
+    torch.testing.assert_close(z, 0.001 * mean(router_z_loss))
+    torch.testing.assert_close(diversity, 0.1 * mean(importance_cv2) + 0.5 * 0.3)
 
 
 def test_check_tokens_names_the_vocabulary_mismatch():
